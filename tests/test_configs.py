@@ -1,0 +1,58 @@
+"""Every gin file in configs/ and experiments/ parses and builds what it describes."""
+
+import glob
+import os
+
+import gin
+import pytest
+
+from mixlaw import cli, model, optim, run, sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIN_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.gin"), recursive=True)
+                   + glob.glob(os.path.join(ROOT, "experiments", "*.gin")))
+EXPERIMENTS = [f for f in GIN_FILES if "/experiments/" in f]
+
+
+def _parse(path):
+  gin.clear_config()
+  cli._gin_setup([os.path.relpath(path, ROOT) if os.getcwd() == ROOT else path], [])
+
+
+@pytest.mark.parametrize("path", GIN_FILES, ids=lambda p: os.path.relpath(p, ROOT))
+def test_gin_file_parses(path):
+  _parse(path)
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: os.path.basename(p))
+def test_experiment_builds_its_runs(path):
+  _parse(path)
+  specs = sweep.plan()
+  assert specs and specs[0].phase == "base"
+  data = run.DataConfig()
+  for spec in specs:
+    cfg = model.get_config(spec.size, vocab_size=8192)
+    n = model.count_params(cfg)["non_embedding"]
+    with gin.config_scope(run.scope_of(spec.phase)):
+      phase = run.PhaseConfig()
+      steps = phase.num_steps(n, data.seq_len)
+      optimizer, schedule = optim.make_optimizer(total_steps=steps,
+                                                 warmup_steps=phase.warmup_steps(steps))
+    assert steps >= 1 and float(schedule(0)) > 0
+    assert phase.eval_interval(steps) * 50 <= steps or steps < 50  # >= 50 validation points
+
+
+@pytest.mark.parametrize("name", ["paper_finance.gin", "paper_academic.gin"])
+def test_paper_experiments_match_the_paper(name):
+  _parse(os.path.join(ROOT, "experiments", name))
+  specs = sweep.plan()
+  assert {s.size for s in specs} == {"paper_460m", "paper_940m", "paper_1.6b", "paper_3.1b"}
+  ratios = sorted({s.ratio for s in specs if s.phase == "cpt"})
+  assert ratios == pytest.approx([1 / 8, 1 / 4, 1 / 3, 1 / 2, 3 / 4, 1.0], abs=1e-4)
+  with gin.config_scope("cpt"):
+    phase = run.PhaseConfig()
+    _, schedule = optim.make_optimizer(total_steps=10_000, warmup_steps=phase.warmup_steps(10_000))
+  assert phase.steps == 10_000 and phase.batch_size == 512 and run.DataConfig().seq_len == 4096
+  assert float(schedule(9_999)) == pytest.approx(3e-5)
+  with gin.config_scope("pretrain"):
+    assert run.PhaseConfig().steps == 100_000

@@ -1,0 +1,186 @@
+"""Runs and sweeps: the full results table, resumption after kill -9, clear errors before compute.
+
+Trains tiny models on synthetic packed arrays (no TensorFlow): the trainer's TF-free path.
+"""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import re
+import time
+
+import gin
+import jax
+import numpy as np
+import pytest
+
+from mixlaw import arrays, checkpoint, model, optim, results, run, sharding, sweep, train
+
+SEQ, VOCAB = 32, 64
+
+
+def _markov_rows(rng, n_rows, vocab, shift):
+  """Packed rows of synthetic 'documents' (eos = 1 ends each), two distinguishable sources."""
+  flat, out = [], []
+  while len(flat) < n_rows * SEQ:
+    n = int(rng.integers(5, 60))
+    doc = (rng.integers(3, vocab // 2, size=n) * 2 + shift) % (vocab - 3) + 3
+    flat += doc.tolist() + [1]
+  return np.asarray(flat[:n_rows * SEQ], np.int32).reshape(n_rows, SEQ)
+
+
+@pytest.fixture(scope="module")
+def arrays_dir(tmp_path_factory):
+  d = tmp_path_factory.mktemp("arrays")
+  rng = np.random.default_rng(0)
+  corpora = {}
+  for name, shift, n in (("gen", 0, 400), ("dom", 1, 400)):
+    for split, rows in (("train", n), ("validation", 12)):
+      os.makedirs(d / name, exist_ok=True)
+      np.save(arrays.split_path(str(d), name, split), _markov_rows(rng, rows, VOCAB, shift))
+    corpora[name] = {"train_rows": n, "validation_rows": 12}
+  with open(d / arrays.META_FILE, "w") as f:
+    json.dump({"vocab_size": VOCAB, "seq_len": SEQ, "eos_id": 1, "pad_id": 0,
+               "corpora": corpora}, f)
+  return str(d)
+
+
+def _bindings(arrays_dir, sizes=("cpu_xs", "cpu_s"), ratios=(0.25, 1.0), base_steps=6,
+              cpt_steps=4, extra=()):
+  return [
+      f"DataConfig.arrays_dir = '{arrays_dir}'", f"DataConfig.seq_len = {SEQ}",
+      "DataConfig.general = 'gen'", "DataConfig.domain = 'dom'",
+      "DataConfig.max_validation_rows = 8",
+      f"plan.sizes = {list(sizes)}", f"plan.ratios = {list(ratios)}",
+      "pretrain/make_optimizer.peak_lr = 3e-3", "cpt/make_optimizer.peak_lr = 1e-3",
+      "cpt/make_optimizer.schedule = 'constant'",
+      f"pretrain/PhaseConfig.steps = {base_steps}", f"cpt/PhaseConfig.steps = {cpt_steps}",
+      "pretrain/PhaseConfig.batch_size = 8", "cpt/PhaseConfig.batch_size = 8",
+      "pretrain/PhaseConfig.eval_every = 2", "cpt/PhaseConfig.eval_every = 2",
+      "pretrain/PhaseConfig.checkpoint_every = 3", "cpt/PhaseConfig.checkpoint_every = 3",
+      "MeshConfig.num_devices = 2", *extra,
+  ]
+
+
+def _configure(bindings):
+  gin.clear_config()
+  gin.parse_config_files_and_bindings([], bindings, finalize_config=False)
+
+
+def _keys(rows):
+  return [(r["run_id"], r["step"], r["split"]) for r in rows]
+
+
+def test_tiny_sweep_produces_full_table_and_rerun_is_noop(arrays_dir, tmp_path):
+  _configure(_bindings(arrays_dir))
+  sweep.execute(str(tmp_path), show_progress=False)
+  rows = results.read_rows(str(tmp_path))
+  by_run = {}
+  for r in rows:
+    by_run.setdefault(r["run_id"], []).append(r)
+  assert sorted(by_run) == sorted(["base_cpu_xs", "base_cpu_s", "cpt_cpu_xs_r0.2500",
+                                   "cpt_cpu_xs_r1.0000", "cpt_cpu_s_r0.2500",
+                                   "cpt_cpu_s_r1.0000"])
+  for run_id, rs in by_run.items():
+    steps = 6 if run_id.startswith("base") else 4
+    train = sorted(r["step"] for r in rs if r["split"] == "train")
+    val = sorted(r["step"] for r in rs if r["split"] == "validation")
+    assert train == list(range(1, steps + 1)), run_id
+    assert val == list(range(0, steps + 1, 2)), run_id
+    for r in rs:
+      assert r["tokens_seen"] == r["step"] * 8 * SEQ
+      assert r["n_params_nonemb"] > 0 and r["n_params"] > r["n_params_nonemb"]
+      if r["split"] == "validation":
+        assert math.isfinite(r["general_loss"]) and math.isfinite(r["domain_loss"])
+  # CPT starts from the base model: its step-0 validation losses equal the base's final ones.
+  base_final = [r for r in by_run["base_cpu_s"] if r["split"] == "validation" and r["step"] == 6][0]
+  for ratio in ("0.2500", "1.0000"):
+    cpt0 = [r for r in by_run[f"cpt_cpu_s_r{ratio}"] if r["split"] == "validation" and r["step"] == 0][0]
+    assert cpt0["general_loss"] == pytest.approx(base_final["general_loss"], abs=1e-6)
+    assert cpt0["domain_loss"] == pytest.approx(base_final["domain_loss"], abs=1e-6)
+  # R = 1 trains on domain rows only: its train rows have no general loss.
+  r1 = [r for r in by_run["cpt_cpu_xs_r1.0000"] if r["split"] == "train"]
+  assert all(math.isnan(r["general_loss"]) and math.isfinite(r["domain_loss"]) for r in r1)
+  # Self-describing workdir, operative config and versions per run.
+  assert all(s["state"] == "done" for s in sweep.status(str(tmp_path)))
+  info = json.load(open(tmp_path / "runs" / "cpt_cpu_s_r0.2500" / "run.json"))
+  assert info["versions"]["jax"] and info["spec"]["seed"] == 0
+  assert "cpt/make_optimizer.peak_lr = 0.001" in open(
+      tmp_path / "runs" / "cpt_cpu_s_r0.2500" / "config.gin").read()
+  # Rerunning the finished sweep changes nothing.
+  before = open(results.table_path(str(tmp_path))).read()
+  sweep.execute(str(tmp_path), show_progress=False)
+  assert open(results.table_path(str(tmp_path))).read() == before
+
+
+def test_kill_and_resume_matches_uninterrupted_run(arrays_dir, tmp_path):
+  bindings = _bindings(arrays_dir, sizes=("cpu_xs",), ratios=(0.5,), base_steps=12, cpt_steps=30)
+  clean, killed = tmp_path / "clean", tmp_path / "killed"
+  _configure(bindings)
+  sweep.execute(str(clean), show_progress=False)
+
+  cmd = [sys.executable, "-m", "mixlaw.cli", "sweep", "--workdir", str(killed)]
+  cmd += [f"--gin.{b.replace(' = ', '=', 1)}" for b in bindings]
+  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:  # Kill once the CPT run checkpointed.
+    ck = killed / "runs" / "cpt_cpu_xs_r0.5000" / "checkpoints"
+    if ck.exists() and any(p.name.isdigit() and int(p.name) >= 6 for p in ck.iterdir()):
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, "the sweep ended before it could be killed; make it longer"
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  state = run.read_status(str(killed), run.RunSpec("cpu_xs", "cpt", 0.5))
+  assert state["state"] == "partial" and 0 < state["step"] < 30
+
+  rc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+  assert rc.returncode == 0, rc.stderr[-2000:]
+  raw = [json.loads(l) for l in open(results.table_path(str(killed)))]
+  assert len(_keys(raw)) == len(set(_keys(raw))), "duplicate rows in the results table"
+  a, b = results.read_rows(str(clean)), results.read_rows(str(killed))
+  assert _keys(a) == _keys(b)
+  for x, y in zip(a, b):
+    for c in ("general_loss", "domain_loss"):
+      assert (math.isnan(x[c]) and math.isnan(y[c])) or abs(x[c] - y[c]) <= 1e-6, (x, y)
+
+
+def test_bad_inputs_fail_before_compute(arrays_dir, tmp_path):
+  _configure(_bindings(arrays_dir, sizes=("cpu_huge",)))
+  with pytest.raises(run.RunError, match="unknown model size 'cpu_huge'"):
+    sweep.execute(str(tmp_path), show_progress=False)
+  _configure(_bindings(arrays_dir, ratios=(0.5, 1.5)))
+  with pytest.raises(run.RunError, match=r"\[0, 1\]"):
+    sweep.execute(str(tmp_path), show_progress=False)
+  _configure(_bindings(arrays_dir))
+  with pytest.raises(run.RunError, match="base checkpoint"):
+    run.execute(run.RunSpec("cpu_xs", "cpt", 0.5), str(tmp_path))
+  _configure(_bindings(arrays_dir) + ["DataConfig.domain = 'nope'"])
+  with pytest.raises(run.RunError, match="nope"):
+    sweep.execute(str(tmp_path), show_progress=False)
+  assert not os.path.exists(tmp_path / "runs")
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(arrays_dir, tmp_path):
+  _configure(_bindings(arrays_dir, base_steps=40, extra=(
+      "pretrain/make_optimizer.peak_lr = 1e12", "pretrain/make_optimizer.clip_norm = None",
+      "pretrain/PhaseConfig.checkpoint_every = 1", "pretrain/PhaseConfig.keep_checkpoints = 1")))
+  spec = run.RunSpec("cpu_xs", "base")
+  with pytest.raises(train.NonFiniteLossError, match=r"at step (\d+)") as err:
+    run.execute(spec, str(tmp_path))
+  failed_at = int(re.search(r"at step (\d+)", str(err.value)).group(1))
+  state = run.read_status(str(tmp_path), spec)
+  assert state["state"] == "partial" and 0 < state["step"] < failed_at
+  # The kept checkpoint restores, with finite parameters and its data position.
+  cfg = model.get_config("cpu_xs", vocab_size=VOCAB)
+  tx, _ = optim.make_optimizer(peak_lr=1.0, total_steps=40, warmup_steps=1, clip_norm=None)
+  mesh = sharding.make_mesh(devices=jax.devices()[:2])
+  ckpt = checkpoint.Checkpointer(tmp_path / "runs" / spec.run_id / "checkpoints")
+  restored, position = ckpt.restore(train.abstract_state(cfg, tx, mesh))
+  ckpt.close()
+  assert position["step"] == state["step"]
+  assert all(bool(np.isfinite(np.asarray(x)).all()) for x in jax.tree.leaves(restored.params))
