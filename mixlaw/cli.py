@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -97,8 +98,9 @@ def cmd_sweep(args, gin_files, gin_bindings) -> int:
 
 def cmd_fit(args) -> int:
   from mixlaw import laws
-  fits = laws.write_fits(args.workdir, eps=args.eps, lam=args.lam,
-                         tokens_per_unit=args.tokens_per_unit, n_boot=args.n_boot)
+  options = {"eps": args.eps, "lam": args.lam, "tokens_per_unit": args.tokens_per_unit,
+             "n_boot": args.n_boot}
+  fits = laws.write_fits(args.workdir, **{k: v for k, v in options.items() if v is not None})
   print(laws.format_tables(fits))
   return 0
 

@@ -57,4 +57,5 @@ def main(workdir: str, *, quick: bool = False, fresh: bool = False, data_dir: st
 def fit_options(eps: float = 0.05, lam: float | None = None, n_boot: int = 200,
                 tokens_per_unit: float | None = None) -> dict:
   """Options of the demo's fit stage (bind in the experiment's gin file)."""
-  return {"eps": eps, "lam": lam, "n_boot": n_boot, "tokens_per_unit": tokens_per_unit}
+  out = {"eps": eps, "lam": lam, "n_boot": n_boot, "tokens_per_unit": tokens_per_unit}
+  return {k: v for k, v in out.items() if v is not None}  # None: the laws' default.

@@ -170,6 +170,16 @@ def resolve_arrays(data: DataConfig, corpora: list[str]) -> str:
       max_validation_rows=data.max_validation_rows)
 
 
+def enable_compilation_cache() -> None:
+  """Persistent XLA cache: runs with the same shapes and schedule (a sweep's CPT runs of one
+  size, a resumed run) reuse compiled steps across processes. MIXLAW_XLA_CACHE=0 disables."""
+  path = os.environ.get("MIXLAW_XLA_CACHE", os.path.expanduser("~/.cache/mixlaw/xla"))
+  if path in ("", "0") or jax.config.jax_compilation_cache_dir:
+    return
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def versions() -> dict:
   import flax
   import optax
@@ -195,6 +205,7 @@ def _write_json(path: str, obj: Any) -> None:
 @dataclasses.dataclass
 class _Timers:
   data: float = 0.0
+  compile: float = 0.0  # The first step of this process (tracing + XLA compilation).
   step: float = 0.0
   eval: float = 0.0
   ckpt: float = 0.0
@@ -264,6 +275,7 @@ def execute(spec: RunSpec, workdir: str, *, base_checkpoint: str | None = None,
     else:
       val_batches.append([])
 
+  enable_compilation_cache()
   sharding.maybe_initialize_distributed(mesh_cfg.distributed)
   devices = jax.devices()[:mesh_cfg.num_devices] if mesh_cfg.num_devices else None
   mesh = sharding.make_mesh(mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor, devices)
@@ -294,7 +306,8 @@ def execute(spec: RunSpec, workdir: str, *, base_checkpoint: str | None = None,
   info = {
       "run_id": spec.run_id, "state": "running", "spec": dataclasses.asdict(spec),
       "steps": steps, "eval_every": eval_every, "batch_size": phase.batch_size,
-      "seq_len": data.seq_len, "arrays_dir": arrays_dir, "vocab_size": cfg.vocab_size,
+      "seq_len": data.seq_len, "arrays_dir": arrays_dir, "data": dataclasses.asdict(data),
+      "vocab_size": cfg.vocab_size,
       "model": dataclasses.asdict(cfg), "n_params": counts["total"],
       "n_params_nonemb": counts["non_embedding"], "base_checkpoint": base_checkpoint,
       "mesh": dict(mesh.shape), "versions": versions(), "resumed_from": start,
@@ -322,10 +335,16 @@ def execute(spec: RunSpec, workdir: str, *, base_checkpoint: str | None = None,
 
   timers = _Timers()
 
+  evals_done = [0]
+
   def run_eval(step):
     t = time.perf_counter()
     gen, dom = _evaluate(eval_step, state.params, val_batches, mesh)
-    timers.eval += time.perf_counter() - t
+    if evals_done[0]:
+      timers.eval += time.perf_counter() - t
+    else:  # The first evaluation of a process compiles the eval step.
+      timers.compile += time.perf_counter() - t
+    evals_done[0] += 1
     log([row(step, "validation", gen, dom, float(schedule(max(step - 1, 0))))])
     return gen, dom
 
@@ -360,7 +379,11 @@ def execute(spec: RunSpec, workdir: str, *, base_checkpoint: str | None = None,
       state, metrics = train_step(state, batch)
       if pending is not None:
         finish_step(*pending)
-      timers.step += time.perf_counter() - t
+      if step == start + 1:
+        jax.block_until_ready(metrics)
+        timers.compile += time.perf_counter() - t
+      else:
+        timers.step += time.perf_counter() - t
       pending = (step, metrics)
       is_eval = step % eval_every == 0 or step == steps
       is_ckpt = step % phase.checkpoint_every == 0 or step == steps
@@ -387,13 +410,13 @@ def execute(spec: RunSpec, workdir: str, *, base_checkpoint: str | None = None,
     if own_bar:
       bar.close()
   wallclock += time.perf_counter() - t_run
-  total = timers.data + timers.step + timers.eval + timers.ckpt
+  total = timers.data + timers.step + timers.eval + timers.ckpt  # Compilation excluded.
   info.update({
       "state": "done", "step": steps, "wallclock_s": round(wallclock, 3),
       "timing_s": {k: round(v, 3) for k, v in dataclasses.asdict(timers).items()},
       "data_fraction": timers.data / total if total else 0.0,
       "eval_fraction": timers.eval / total if total else 0.0,
-      "train_tokens_per_s": (steps - start) * tokens_per_step / timers.step if timers.step else 0.0,
+      "train_tokens_per_s": (steps - start - 1) * tokens_per_step / timers.step if timers.step else 0.0,
   })
   with open(os.path.join(rdir, "config.gin"), "w") as f:
     f.write(gin.operative_config_str())
