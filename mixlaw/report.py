@@ -113,7 +113,8 @@ def fig_trajectories(w, out_dir):
     ax.set_ylabel("ΔL general (nats, validation)")
     ax.grid(alpha=0.3)
   axes[0][-1].legend(fontsize=7, loc="best")
-  fig.suptitle("General vs domain loss change during CPT (start at 0,0; T grows along each line)")
+  fig.suptitle("General vs domain loss change during CPT (start at 0,0; T grows along each line)",
+               y=1.04)
   return _save(fig, out_dir, "trajectories")
 
 
@@ -227,7 +228,7 @@ def fig_surface(w, out_dir):
     ax.set_ylabel("CPT tokens (millions)")
     ax.set_title(title, fontsize=9)
   axes[0][0].legend(fontsize=7, loc="upper right")
-  fig.suptitle(f"General-loss rise over (R, T); cyan: ΔL general = eps = {eps}")
+  fig.suptitle(f"General-loss rise over (R, T); cyan: ΔL general = eps = {eps}", y=1.04)
   return _save(fig, out_dir, "surface")
 
 
