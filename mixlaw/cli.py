@@ -14,6 +14,11 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  # One XLA host device per core, so CPU training can be data parallel (MeshConfig.num_devices);
+  # set before JAX is imported; no effect on GPU/TPU platforms.
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             f" --xla_force_host_platform_device_count={os.cpu_count() or 1}")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -130,6 +135,10 @@ def cmd_demo(args) -> int:
   return 0
 
 
+def _unit(text: str):
+  return text if text == "auto" else float(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="mixlaw", description=__doc__.splitlines()[0])
   sub = p.add_subparsers(dest="command", required=True)
@@ -159,8 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
   f.add_argument("--workdir", required=True)
   f.add_argument("--eps", type=float, default=0.05)
   f.add_argument("--lam", type=float, default=None)
-  f.add_argument("--tokens-per-unit", type=float, default=None,
-                 help="tokens in one unit of T (paper: 2e8); default: T_max = 100")
+  f.add_argument("--tokens-per-unit", type=_unit, default="auto",
+                 help="CPT tokens in one unit of T: a number (the paper: 2e8) or 'auto' "
+                      "(T_max = 100 units, the paper's range)")
   f.add_argument("--n-boot", type=int, default=200)
 
   ff = sub.add_parser("fit-form", help="fit one named law to a CSV")

@@ -55,7 +55,8 @@ def main(workdir: str, *, quick: bool = False, fresh: bool = False, data_dir: st
 
 @gin.configurable
 def fit_options(eps: float = 0.05, lam: float | None = None, n_boot: int = 200,
-                tokens_per_unit: float | None = None) -> dict:
-  """Options of the demo's fit stage (bind in the experiment's gin file)."""
+                tokens_per_unit: float | str = "auto") -> dict:
+  """Options of the demo's fit stage (bind in the experiment's gin file); tokens_per_unit 'auto'
+  puts T_max at 100 units, the paper's range (its unit is 2e8 tokens)."""
   out = {"eps": eps, "lam": lam, "n_boot": n_boot, "tokens_per_unit": tokens_per_unit}
   return {k: v for k, v in out.items() if v is not None}  # None: the laws' default.
