@@ -2,8 +2,10 @@
 
 import csv
 import json
+import logging
 import math
 import os
+import time
 
 import numpy as np
 
@@ -16,6 +18,7 @@ from mixlaw.laws import table as table_lib
 from mixlaw.laws.fit import FitError
 
 SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
 N_GRID = 64  # points of every fitted-curve evaluation grid in fits.json.
 
 
@@ -91,6 +94,7 @@ def fit_table(table, *, eps: float = cmr_lib.EPS, lam: float = cmr_lib.LAM,
     raise FitError(f'lam must be positive (the paper uses 100..7000), got {lam}')
   if n_boot < 0 or int(n_boot) != n_boot:
     raise FitError(f'n_boot must be an integer >= 0, got {n_boot}')
+  clock = _Clock()
   sweep = table_lib.load(table, tokens_per_unit=tokens_per_unit, domain=domain,
                          size_column=size_column)
   curves = [c for _, c in sweep.curves()]
@@ -101,6 +105,7 @@ def fit_table(table, *, eps: float = cmr_lib.EPS, lam: float = cmr_lib.LAM,
   fits = {k: fit_lib.fit_curves(form_of[k], {'T': t_CxN}, data[k], w_CxN,
                                 huber_delta=huber_delta, n_starts=n_starts, what='Eq. 6 curve')
           for k in data}
+  clock('Eq. 6 fits')
   # Bootstrap replicates of every Eq. 6 fit: B x C x P (index 0 = the point estimate).
   params = {k: fits[k].params_CxP[None] for k in data}
   if n_boot:
@@ -112,6 +117,7 @@ def fit_table(table, *, eps: float = cmr_lib.EPS, lam: float = cmr_lib.LAM,
       p[~r.converged_C.reshape(n_boot, len(curves))] = np.nan
       params[k] = np.concatenate([params[k], p])
   n_rep = 1 + n_boot
+  clock('Eq. 6 bootstrap refits')
   # Ratio-law exponents for interpolating between ratios (per replicate, size, which).
   sizes = sweep.sizes
   idx = [np.flatnonzero(size_of == i) for i in range(len(sizes))]
@@ -142,6 +148,7 @@ def fit_table(table, *, eps: float = cmr_lib.EPS, lam: float = cmr_lib.LAM,
         ex = ex.reshape(n_boot, len(law_rows))
         for j, (i, k) in enumerate(law_rows):
           e[k][1:, i] = ex[:, j]
+  clock('ratio laws')
   # CMR at every budget, per size, for every replicate.
   per_size = []
   for i, s in enumerate(sizes):
@@ -165,6 +172,7 @@ def fit_table(table, *, eps: float = cmr_lib.EPS, lam: float = cmr_lib.LAM,
       sens.append(dict(lam=lam_k, cmr=_num(c[0, 0]), censored=cmr_lib.CENSOR[int(z[0, 0])]))
     per_size.append(dict(budgets=bud, cmr=c_BxJ, censor=z_BxJ, t0=t0, kind=kind, dg=dg,
                          sens=sens, bad=bad))
+  clock('CMR at every budget')
   # CMR law per size (point estimate, then replicates warm-started from it).
   ser_T = np.stack([p['budgets'] for p in per_size])
   ser_y = np.stack([p['cmr'][0] for p in per_size])
@@ -186,6 +194,7 @@ def fit_table(table, *, eps: float = cmr_lib.EPS, lam: float = cmr_lib.LAM,
       flat = law_boot.reshape(-1, 3)
       flat[rows] = np.where(rb.converged_C[:, None], rb.params_CxP, np.nan)
       law_boot = flat.reshape(law_boot.shape)
+  clock('CMR laws')
   out = dict(schema_version=SCHEMA_VERSION)
   out['options'] = dict(
       eps=float(eps), lam=float(lam), lam_range=list(cmr_lib.LAM_RANGE),
@@ -260,7 +269,20 @@ def fit_table(table, *, eps: float = cmr_lib.EPS, lam: float = cmr_lib.LAM,
   observed = np.array([_nan_if_none(r['cmr']) for r in out['cmr']])
   out['surface'] = surface_lib.fit(sweep, huber_delta=huber_delta, lam=lam, eps=eps,
                                    observed_cmr=observed, n_starts=n_starts)
+  clock('surface')
   return out
+
+
+class _Clock:
+  """Logs the time of each stage (logging level DEBUG)."""
+
+  def __init__(self):
+    self.t = time.perf_counter()
+
+  def __call__(self, stage):
+    t = time.perf_counter()
+    log.debug('fit_table: %s took %.2f s', stage, t - self.t)
+    self.t = t
 
 
 def _nan_if_none(x):
