@@ -204,7 +204,8 @@ def fig_surface(w, out_dir):
   eps = fits["options"]["eps"]
   unit = fits["options"]["tokens_per_unit"]
   sizes = sorted(fits["sizes"], key=lambda s: s["N"] or 0)
-  fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.6), squeeze=False)
+  fig, axes = plt.subplots(1, len(sizes), figsize=(5.4 * len(sizes), 3.8), squeeze=False,
+                           layout="constrained")
   for ax, s in zip(axes[0], sizes):
     r = np.linspace(min(s["ratios"]), max(s["ratios"]), 60)
     t = np.linspace(s["T_min"], s["T_max"], 60)
