@@ -124,17 +124,18 @@ def main():
   p.add_argument('--batch', type=int, default=16)
   p.add_argument('--vocab', type=int, default=512)
   p.add_argument('--steps', type=int, default=10)
-  p.add_argument('--repeats', type=int, default=3)
+  p.add_argument('--repeats', type=int, default=5)
   p.add_argument('--mesh', default='-1,1,1', help='data,fsdp,tensor (-1: all devices)')
-  p.add_argument('--host-devices', type=int, default=0,
-                 help='XLA host devices (0: keep XLA_FLAGS / mixlaw default)')
+  p.add_argument('--host-devices', type=int, default=os.cpu_count() or 1,
+                 help='XLA host devices, data parallel over them (as the mixlaw CLI: one per core;'
+                      ' 0 keeps XLA_FLAGS)')
   p.add_argument('--xla-flags', default='', help='extra XLA_FLAGS')
   p.add_argument('--torch-python', default='', help='python with torch: run the reference too')
   args = p.parse_args()
   args.shapes = [tuple(int(v) for v in s.split('x')) for s in args.shapes.split(',')]
   args.mesh = [int(v) for v in args.mesh.split(',')]
   flags = os.environ.get('XLA_FLAGS', '') + ' ' + args.xla_flags
-  if args.host_devices:
+  if args.host_devices and 'xla_force_host_platform_device_count' not in flags:
     flags += f' --xla_force_host_platform_device_count={args.host_devices}'
   os.environ['XLA_FLAGS'] = flags.strip()
   sys.path.insert(0, os.path.dirname(HERE))

@@ -178,10 +178,28 @@ def _swiglu_bwd(h_Nx2xF, g_NxF):
   gate, up = h_Nx2xF[..., 0, :], h_Nx2xF[..., 1, :]
   sig = jax.nn.sigmoid(gate)
   d_gate = g_NxF * up * sig * (1 + gate * (1 - sig))
-  return (jnp.stack([d_gate, g_NxF * gate * sig], axis=-2),)
+  # The barrier stops XLA from recomputing this in each of its two consumers (dx and dW).
+  return (jax.lax.optimization_barrier(jnp.stack([d_gate, g_NxF * gate * sig], axis=-2)),)
 
 
 swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def unstack(x, axis: int):
+  """Slices of x along axis; the backward is one concatenation (autodiff: pads and adds)."""
+  return tuple(jnp.moveaxis(x, axis, 0))
+
+
+def _unstack_fwd(x, axis):
+  return unstack(x, axis), None
+
+
+def _unstack_bwd(axis, _, grads):
+  return (jnp.stack(grads, axis=axis),)
+
+
+unstack.defvjp(_unstack_fwd, _unstack_bwd)
 
 
 def rope_tables(positions_BxL, head_dim: int, max_len: int, theta: float):
@@ -240,11 +258,11 @@ class Attention(nnx.Module):
     cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
     qkv_BxLx3xHxK = dense('bld,dthk->blthk', x_BxLxD, self.wqkv[...].astype(dt))
     sin, cos = rope_BxLx1xK2
-    q_BxLxHxK = rope(qkv_BxLx3xHxK[:, :, 0], sin, cos) * (1.0 / math.sqrt(cfg.head_dim))
-    k_BxLxHxK = rope(qkv_BxLx3xHxK[:, :, 1], sin, cos)
+    q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = unstack(qkv_BxLx3xHxK, 2)
+    q_BxLxHxK = rope(q_BxLxHxK, sin, cos) * (1.0 / math.sqrt(cfg.head_dim))
+    k_BxLxHxK = rope(k_BxLxHxK, sin, cos)
     q_BxLxHxK = sharding.constrain(q_BxLxHxK, ('batch', 'length', 'heads', 'kv'))
-    y_BxLxHxK = causal_attention(q_BxLxHxK, k_BxLxHxK, qkv_BxLx3xHxK[:, :, 2], mask_BxLxL,
-                                 cfg.attn_chunk)
+    y_BxLxHxK = causal_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, mask_BxLxL, cfg.attn_chunk)
     out_BxLxD = dense('blhk,hkd->bld', y_BxLxHxK, self.wo[...].astype(dt))
     return sharding.constrain(out_BxLxD, ('batch', 'length', 'embed'))
 

@@ -22,7 +22,7 @@ from mixlaw.laws import forms as forms_lib
 
 GTOL = 1e-10  # max |gradient| of the normalised objective.
 FTOL = 1e-13  # relative decrease counted as a stall; 3 stalls in a row = converged.
-MAX_ITER = 50  # per start, phase 1 (projected objective; finds the basin).
+MAX_ITER = 20  # per start, phase 1 (projected objective; finds the basin).
 MEMORY = 10  # L-BFGS history.
 POLISH_ITER = 1000  # the best start, phase 2 (all parameters).
 
@@ -144,9 +144,12 @@ def _project(form, theta_P, xs, y_N, w_N):
   def pred(c):
     return _predict(form, theta_P.at[lin].set(c), xs)
 
-  c0 = jnp.zeros(lin.size, theta_P.dtype)
-  f0 = pred(c0)
-  cols = [pred(c0.at[k].set(1.0)) - f0 for k in range(lin.size)]
+  # One batched evaluation at c = 0, e_1, ..., e_L: under vmap, everything that does not
+  # depend on c (the costly powers) is computed once.
+  basis = jnp.concatenate([jnp.zeros((1, lin.size)), jnp.eye(lin.size)]).astype(theta_P.dtype)
+  f_LxN = jax.vmap(pred)(basis)
+  f0 = f_LxN[0]
+  cols = [f_LxN[k + 1] - f0 for k in range(lin.size)]
   ok = jnp.all(jnp.isfinite(f0) & jnp.all(jnp.isfinite(jnp.stack(cols)), axis=0) | (w_N == 0))
   sw = jnp.sqrt(w_N)
   cols = [jnp.where(w_N > 0, c * sw, 0.0) for c in cols]
@@ -164,14 +167,13 @@ def _project(form, theta_P, xs, y_N, w_N):
 def _lbfgs(fun, theta0, max_iter):
   """Minimises fun from theta0 with optax L-BFGS (backtracking Armijo line search).
 
-  Returns (theta, value, converged, iterations). The line search stores the value and gradient
-  of the accepted point, so the objective appears twice in the traced graph, not three times.
-  Finished runs get a zero gradient, so under vmap they pass their line search at once.
+  Returns (theta, value, converged, iterations). Finished runs get a zero gradient, so under
+  vmap they pass their line search at once and cost nothing while the others continue.
   """
-  ls = optax.scale_by_backtracking_linesearch(max_backtracking_steps=12, decrease_factor=0.5,
-                                              store_grad=True)
+  ls = optax.scale_by_backtracking_linesearch(max_backtracking_steps=12, decrease_factor=0.5)
   opt = optax.lbfgs(memory_size=MEMORY, linesearch=ls)
-  f0, g0 = jax.value_and_grad(fun)(theta0)
+  vg = jax.value_and_grad(fun)
+  f0, g0 = vg(theta0)
 
   def cond(c):
     return (~c[6]) & (c[4] < max_iter)
@@ -180,7 +182,7 @@ def _lbfgs(fun, theta0, max_iter):
     theta, st, f, g, it, stall, done, conv = c
     upd, st = opt.update(jnp.where(done, 0.0, g), st, theta, value=f, grad=g, value_fn=fun)
     new = optax.apply_updates(theta, upd)
-    f2, g2 = optax.tree.get(st, 'value'), optax.tree.get(st, 'grad')
+    f2, g2 = vg(new)
     finite = jnp.isfinite(f2) & jnp.all(jnp.isfinite(g2)) & jnp.all(jnp.isfinite(new))
     keep = done | ~finite | (f2 > f)
     new, f2, g2 = (jnp.where(keep, a, b) for a, b in ((theta, new), (f, f2), (g, g2)))
