@@ -160,16 +160,15 @@ def fit_table(table, *, eps: float = cmr_lib.EPS, lam: float = cmr_lib.LAM,
     fam = {k: np.where(bad.reshape((-1,) + (1,) * (np.ndim(v) - 1)), np.asarray(v)[:1], v)
            for k, v in fam.items()}
     bud = cmr_lib.budgets(s.t_lo, s.t_max)
-    c_BxJ, z_BxJ = cmr_lib.family_cmr(fam, lam, eps, s.t_lo, s.t_max, bud)
+    lams = [float(lam)] + [x for x in cmr_lib.LAM_RANGE if x != float(lam)]
+    a = cmr_lib.family_analysis(fam, lams, eps, s.t_lo, s.t_max, bud)
+    c_BxJ, z_BxJ = a['cmr_BxJ'], a['censor_BxJ']
     c_BxJ[bad] = np.nan
     z_BxJ[bad] = -1
-    t0, kind, dg = cmr_lib.family_trained({k: np.asarray(v)[0] for k, v in fam.items()}, lam,
-                                          s.t_lo, s.t_max)
-    sens = []
-    for lam_k in sorted({cmr_lib.LAM_RANGE[0], float(lam), cmr_lib.LAM_RANGE[1]}):
-      c, z = cmr_lib.family_cmr({k: np.asarray(v)[:1] for k, v in fam.items()}, lam_k, eps,
-                                s.t_lo, s.t_max, bud[-1:])
-      sens.append(dict(lam=lam_k, cmr=_num(c[0, 0]), censored=cmr_lib.CENSOR[int(z[0, 0])]))
+    t0, kind, dg = a['t0_K'], a['kind_K'], a['dgen_K']
+    sens = sorted((dict(lam=l, cmr=_num(c), censored=cmr_lib.CENSOR[int(z)])
+                   for l, c, z in zip(lams, a['sens_cmr_L'], a['sens_censor_L'])),
+                  key=lambda d: d['lam'])
     per_size.append(dict(budgets=bud, cmr=c_BxJ, censor=z_BxJ, t0=t0, kind=kind, dg=dg,
                          sens=sens, bad=bad))
   clock('CMR at every budget')

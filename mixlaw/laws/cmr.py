@@ -152,25 +152,28 @@ def _family_trained(fam, lam, t_lo, t_max):
   return jax.vmap(one)(fam['ratios_K'])
 
 
-_family_cmr_B = jax.jit(jax.vmap(_family_cmr, in_axes=(0, None, None, None, None, None)))
-_family_trained_jit = jax.jit(_family_trained)
+@jax.jit
+def _family_analysis(fam_B, lams_L, eps, t_lo, t_max, budgets_J):
+  main = jax.vmap(lambda f: _family_cmr(f, lams_L[0], eps, t_lo, t_max, budgets_J))(fam_B)
+  fam0 = jax.tree.map(lambda x: x[0], fam_B)
+  sens = jax.vmap(lambda lam: _family_cmr(fam0, lam, eps, t_lo, t_max, budgets_J[-1:]))(lams_L)
+  return main, sens, _family_trained(fam0, lams_L[0], t_lo, t_max)
 
 
-def family_cmr(fam_B, lam, eps, t_lo, t_max, budgets_J):
-  """CMR at each budget for B replicates of one size's family (leading axis B on every leaf)."""
+def family_analysis(fam_B, lams, eps, t_lo, t_max, budgets_J) -> dict:
+  """One size's family for B replicates (leading axis B on every leaf; replicate 0 is the
+  point estimate). With lam = lams[0]: CMR at every budget for every replicate (cmr_BxJ,
+  censor_BxJ) and, for replicate 0, T0, its kind and dL_gen(T_max) at the trained ratios;
+  for replicate 0 and each lam in lams: the CMR at T_max (sens_cmr_L, sens_censor_L).
+  """
   with jax.enable_x64(True):
     fam = {k: jnp.asarray(np.asarray(v, np.float64)) for k, v in fam_B.items()}
-    c, z = _family_cmr_B(fam, float(lam), float(eps), float(t_lo), float(t_max),
-                         jnp.asarray(np.asarray(budgets_J, np.float64)))
-    return np.array(c), np.array(z)
-
-
-def family_trained(fam, lam, t_lo, t_max):
-  """(T0_K, kind_K, dL_gen(T_max)_K) at the trained ratios of one family."""
-  with jax.enable_x64(True):
-    fam = {k: jnp.asarray(np.asarray(v, np.float64)) for k, v in fam.items()}
-    return tuple(np.array(o) for o in
-                 _family_trained_jit(fam, float(lam), float(t_lo), float(t_max)))
+    (c, z), (sc, sz), (t0, kind, dg) = _family_analysis(
+        fam, jnp.asarray(np.asarray(lams, np.float64)), float(eps), float(t_lo), float(t_max),
+        jnp.asarray(np.asarray(budgets_J, np.float64)))
+    out = dict(cmr_BxJ=c, censor_BxJ=z, sens_cmr_L=sc[:, 0], sens_censor_L=sz[:, 0], t0_K=t0,
+               kind_K=kind, dgen_K=dg)
+    return {k: np.array(v) for k, v in out.items()}
 
 
 @jax.jit
@@ -222,9 +225,12 @@ def ratio_exponents(ratios_SK, values_BxSxK, huber_delta):
   return e_BxS
 
 
+_eq6_jit = {'general': jax.jit(gen_value), 'domain': jax.jit(dom_value)}
+
+
 def eq6_at(which, params_xP, t):
   """Eq. 6 value (which: 'general' or 'domain') at T for params with any leading shape."""
   with jax.enable_x64(True):
     p = jnp.asarray(np.asarray(params_xP, np.float64))
     t = jnp.asarray(np.asarray(t, np.float64))
-    return np.asarray(gen_value(p, t) if which == 'general' else dom_value(p, t))
+    return np.array(_eq6_jit[which](p, t))

@@ -1,11 +1,16 @@
 """Generic fitter: summed Huber loss, float64, vmapped multi-start L-BFGS, vmapped over curves.
 
-One call fits C curves (rows of C x N arrays; padding and bootstrap multiplicities are weights).
-Each curve starts from a grid of S points (linear parameters solved by least squares given the
-grid's non-linear ones), runs L-BFGS from all of them, keeps the best and polishes it.
-Residuals are divided by the curve's spread before the Huber loss (delta divided alike), which
-leaves the minimiser unchanged and makes the tolerances scale-free; the reported objective is in
-the data's units: sum_i w_i * huber(residual_i, delta).
+One jitted call fits C curves (rows of C x N arrays; padding and bootstrap multiplicities are
+weights), all under a scoped `jax.enable_x64`:
+  phase 1, every start of a grid: L-BFGS on least squares (smooth, to find the basin); where the
+    form has linear parameters they are projected out (variable projection: solved by weighted
+    least squares given the others, gradient by the envelope theorem), so L-BFGS runs over the
+    few non-linear ones;
+  phase 2, the best start: L-BFGS on the summed Huber objective over every parameter, in
+    coordinates whitened by the Gauss-Newton matrix at that start, to a tight tolerance.
+Positive scales are optimised as logarithms. Residuals are divided by the curve's spread before
+the Huber loss (delta alike), which leaves the minimiser unchanged and makes the tolerances
+scale-free; the reported objective is in the data's units: sum_i w_i huber(residual_i, delta).
 """
 
 import dataclasses
@@ -22,7 +27,8 @@ from mixlaw.laws import forms as forms_lib
 
 GTOL = 1e-10  # max |gradient| of the normalised objective.
 FTOL = 1e-13  # relative decrease counted as a stall; 3 stalls in a row = converged.
-MAX_ITER = 20  # per start, phase 1 (projected objective; finds the basin).
+MAX_ITER = 20  # per start, phase 1, forms with linear parameters (projected out).
+MAX_ITER_FULL = 200  # per start, phase 1, forms without (all parameters).
 MEMORY = 10  # L-BFGS history.
 POLISH_ITER = 1000  # the best start, phase 2 (all parameters).
 
@@ -167,34 +173,38 @@ def _project(form, theta_P, xs, y_N, w_N):
 def _lbfgs(fun, theta0, max_iter):
   """Minimises fun from theta0 with optax L-BFGS (backtracking Armijo line search).
 
-  Returns (theta, value, converged, iterations). Finished runs get a zero gradient, so under
-  vmap they pass their line search at once and cost nothing while the others continue.
+  Returns (theta, value, converged, iterations). Converged: the largest |gradient| is <= GTOL,
+  or three iterations in a row change the value by <= FTOL relative. A non-finite step or
+  five line searches in a row that fail to decrease the value stop the run unconverged.
+  Finished runs get a zero gradient, so under vmap they pass their line search at once.
   """
   ls = optax.scale_by_backtracking_linesearch(max_backtracking_steps=12, decrease_factor=0.5)
   opt = optax.lbfgs(memory_size=MEMORY, linesearch=ls)
   vg = jax.value_and_grad(fun)
-  f0, g0 = vg(theta0)
 
   def cond(c):
-    return (~c[6]) & (c[4] < max_iter)
+    return (~c[6]) & (c[3] < max_iter)
 
   def body(c):
-    theta, st, f, g, it, stall, done, conv = c
+    theta, st, _, it, stall, fails, _, _ = c
+    f, g = vg(theta)
+    finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(g))
+    conv = finite & ((jnp.max(jnp.abs(g)) <= GTOL) | (stall >= 3))
+    done = conv | ~finite | (fails >= 5)
     upd, st = opt.update(jnp.where(done, 0.0, g), st, theta, value=f, grad=g, value_fn=fun)
     new = optax.apply_updates(theta, upd)
-    f2, g2 = vg(new)
-    finite = jnp.isfinite(f2) & jnp.all(jnp.isfinite(g2)) & jnp.all(jnp.isfinite(new))
-    keep = done | ~finite | (f2 > f)
-    new, f2, g2 = (jnp.where(keep, a, b) for a, b in ((theta, new), (f, f2), (g, g2)))
-    small = (f - f2) <= FTOL * jnp.maximum(jnp.abs(f2), 1e-300)
-    stall = jnp.where(small, stall + 1, 0)
-    c2 = jnp.isfinite(f2) & ((jnp.max(jnp.abs(g2)) <= GTOL) | (stall >= 3))
-    return new, st, f2, g2, it + jnp.where(done, 0, 1), stall, done | c2 | (stall >= 6), conv | c2
+    f2 = optax.tree.get(st, 'value')
+    bad = ~jnp.isfinite(f2) | ~jnp.all(jnp.isfinite(new))
+    new, f2 = jnp.where(done | bad, theta, new), jnp.where(done | bad, f, f2)
+    tiny = jnp.abs(f - f2) <= FTOL * jnp.maximum(jnp.abs(f2), 1e-300)
+    stall = jnp.where(tiny, stall + 1, 0)
+    fails = jnp.where(~tiny & (f2 > f), fails + 1, 0)
+    return new, st, f2, it + jnp.where(done, 0, 1), stall, fails, done | bad, conv
 
-  c0 = (theta0, opt.init(theta0), f0, g0, jnp.int32(0), jnp.int32(0), ~jnp.isfinite(f0),
-        jnp.bool_(False))
+  c0 = (theta0, opt.init(theta0), jnp.asarray(jnp.inf, theta0.dtype), jnp.int32(0),
+        jnp.int32(0), jnp.int32(0), jnp.bool_(False), jnp.bool_(False))
   out = jax.lax.while_loop(cond, body, c0)
-  return out[0], out[2], out[7], out[4]
+  return out[0], out[2], out[7], out[3]
 
 
 def _preconditioned(fun, res_fn, theta0):
@@ -231,6 +241,10 @@ def _solver(name: str):
       v = jnp.sum(w * huber(res(theta), dn))
       return jnp.where(jnp.isfinite(v), v, jnp.inf)
 
+    def lsq(theta):  # least squares: smooth, for the basin search.
+      v = 0.5 * jnp.sum(w * res(theta) ** 2)
+      return jnp.where(jnp.isfinite(v), v, jnp.inf)
+
     def full(th_nl):
       return _project(form, jnp.zeros(len(form.params), th_nl.dtype).at[nl].set(th_nl),
                       xs, y, w)
@@ -241,14 +255,15 @@ def _solver(name: str):
       v = 0.5 * jnp.sum(w * res(th) ** 2)
       return jnp.where(jnp.isfinite(v), v, jnp.inf)
 
-    # Phase 1, every start: non-linear parameters by L-BFGS, linear ones projected.
+    # Phase 1, every start: least squares by L-BFGS (non-linear parameters only where the
+    # linear ones can be projected out).
     if lin.size and nl.size:
       th_SxQ = jax.vmap(lambda th: _lbfgs(phi, th, iters[0])[0])(theta0_SxP[:, nl])
       th_SxP = jax.vmap(full)(th_SxQ)
     elif lin.size:
       th_SxP = jax.vmap(full)(theta0_SxP)
     else:
-      th_SxP = jax.vmap(lambda th: _lbfgs(fun, th, iters[0])[0])(theta0_SxP)
+      th_SxP = jax.vmap(lambda th: _lbfgs(lsq, th, iters[0])[0])(theta0_SxP)
     f_S = jax.vmap(fun)(th_SxP)
     f_S = jnp.where(jnp.isfinite(f_S), f_S, jnp.inf)
     best = th_SxP[jnp.argmin(f_S)]
@@ -271,9 +286,13 @@ def _solver(name: str):
   return jax.jit(jax.vmap(one_curve, in_axes=(0, 0, 0, 0, 0, None)))
 
 
-def _bucket(n: int, least: int, step: int) -> int:
-  """Padded size: at least `least`, rounded up to a multiple of `step`."""
-  return max(least, -(-n // step) * step)
+def _bucket(c: int, n: int) -> tuple[int, int]:
+  """Padded (C, N): N to a multiple of 16 (at least 64); C to a power of two, at least 64 for
+  short curves (cheap, so small fits share one compilation) and 8 otherwise; past 1024 to a
+  multiple of 1024."""
+  nb = max(64, -(-n // 16) * 16)
+  cb = max(64 if nb == 64 else 8, 1 << (max(c, 1) - 1).bit_length())
+  return (cb if c <= 1024 else -(-c // 1024) * 1024), nb
 
 
 def _canonical(form, params_CxP):
@@ -290,7 +309,7 @@ def _canonical(form, params_CxP):
 
 def fit_curves(form, variables: Mapping[str, np.ndarray], y_CxN, w_CxN=None, *,
                huber_delta: float = 1e-3, n_starts: int = 64, init_CxSxP=None,
-               max_iter: int = MAX_ITER, polish_iter: int = POLISH_ITER,
+               max_iter: int | None = None, polish_iter: int = POLISH_ITER,
                what: str = 'curve', pad: bool = True) -> FitResult:
   """Fits `form` to C curves at once.
 
@@ -298,6 +317,8 @@ def fit_curves(form, variables: Mapping[str, np.ndarray], y_CxN, w_CxN=None, *,
   weights (0 = padding; integers = bootstrap multiplicities); default all ones.
   init_CxSxP: optional starting values (value space) replacing the grid, e.g. one warm start
     per curve (S = 1) for bootstrap refits.
+  max_iter: phase-1 L-BFGS iterations per start (default MAX_ITER, or MAX_ITER_FULL for forms
+  without linear parameters); polish_iter: phase-2 iterations of the best start.
   `what` names the curves in error messages. pad: round C and N up to shared sizes so that
   calls of similar size reuse one compilation.
   """
@@ -338,7 +359,7 @@ def fit_curves(form, variables: Mapping[str, np.ndarray], y_CxN, w_CxN=None, *,
     theta0 = _to_theta(form, init.reshape((y.shape[0], -1, len(form.params))))
   # Pad to bucketed shapes (fewer compilations); padding gets harmless values and weight 0.
   c, n = y.shape
-  cb, nb = (_bucket(c, 8, 8 if c <= 256 else 64), _bucket(n, 64, 16)) if pad else (c, n)
+  cb, nb = _bucket(c, n) if pad else (c, n)
   pad = lambda a, v: np.pad(np.where(used, a, v), ((0, cb - c), (0, nb - n)), constant_values=v)
   kern = forms_lib.get_form(form.kernel) if form.kernel else form
   xs = {kv: pad(xs[fv], 1.0) for kv, fv in zip(kern.variables, form.variables)}
@@ -346,6 +367,8 @@ def fit_curves(form, variables: Mapping[str, np.ndarray], y_CxN, w_CxN=None, *,
   w_p[c:, 0] = 1.0  # padded curves: one dummy point keeps their statistics finite.
   theta0 = np.concatenate([theta0, np.repeat(theta0[:1], cb - c, axis=0)])
   solve = _solver(kern.name)
+  if max_iter is None:
+    max_iter = MAX_ITER if _lin_index(form).size else MAX_ITER_FULL
   with jax.enable_x64(True):
     out = solve(jnp.asarray(theta0), {k: jnp.asarray(v) for k, v in xs.items()},
                 jnp.asarray(y_p), jnp.asarray(w_p), jnp.full(cb, float(huber_delta), jnp.float64),

@@ -9,6 +9,7 @@ name -> array (jax.numpy). Parameter kinds tell the fitter how to parameterise a
 """
 
 import dataclasses
+import functools
 from typing import Callable, Mapping
 
 import jax
@@ -94,7 +95,12 @@ def evaluate(form, params: Mapping[str, float], **variables) -> np.ndarray:
   with jax.enable_x64(True):
     p = {k: jnp.asarray(float(params[k]), jnp.float64) for k in form.params}
     v = {k: jnp.asarray(np.asarray(variables[k], np.float64)) for k in form.variables}
-    return np.asarray(form.fn(p, v), np.float64)
+    return np.array(_jitted(form.name)(p, v), np.float64)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(name):
+  return jax.jit(FORMS[name].fn)
 
 
 # ---------------------------------------------------------------- single-variable power laws

@@ -1,0 +1,187 @@
+"""The generic fitter and the forms registry: float64, summed Huber, multi-start, vmapped."""
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mixlaw.laws as L
+from mixlaw.laws import fit as fit_lib
+
+T = np.linspace(1.0, 100.0, 60)
+
+
+def _eq6_curves(rng, n=12):
+  """Eq. 6 curves of the paper's shapes; noise of the paper's size (MSE 1e-7 dom, 1e-10 gen)."""
+  a1 = -rng.uniform(0.3, 0.6, n)
+  s1 = rng.uniform(0.15, 0.35, n)
+  dom = a1[:, None] * T ** s1[:, None]
+  a3 = -rng.uniform(0.01, 0.03, n)
+  a2 = -rng.uniform(1e-4, 4e-4, n)
+  gen = a2[:, None] * T ** 0.5 + a3[:, None] * T ** -0.5 - (a2 + a3)[:, None]
+  return (dom, dom + rng.normal(0, 1e-7 ** 0.5, dom.shape),
+          gen, gen + rng.normal(0, 1e-5, gen.shape))
+
+
+def test_eq6_synthetic_recovery_many_curves_in_one_call():
+  rng = np.random.default_rng(0)
+  dom, dom_noisy, gen, gen_noisy = _eq6_curves(rng)
+  for form, truth, y, mse in (('eq6_dom', dom, dom_noisy, 1e-7), ('eq6_gen', gen, gen_noisy,
+                                                                   1e-10)):
+    res = L.fit_curves(form, {'T': T}, y)
+    assert res.params_CxP.shape == (12, len(L.get_form(form).params))
+    assert res.params_CxP.dtype == np.float64
+    assert res.converged_C.all()
+    assert (res.r2_C >= 0.99).all()
+    assert np.all(res.mse_C < 2 * mse) and np.all(res.mse_C > 0.3 * mse)
+    for i in range(12):
+      fitted = L.evaluate(form, res.params(i), T=T)
+      assert np.sqrt(np.mean((fitted - truth[i]) ** 2)) < 0.8 * np.sqrt(mse)
+
+
+def test_scoped_float64_leaves_the_process_in_float32():
+  assert not jax.config.jax_enable_x64
+  res = L.fit_one('power', {'x': T}, 0.5 * T ** 0.3 + 1.0 + 1e-9 * np.sin(T))
+  assert res.params(0)['s'] == pytest.approx(0.3, rel=1e-6)  # needs float64
+  assert not jax.config.jax_enable_x64
+  assert jnp.ones(2).dtype == jnp.float32
+
+
+def test_objective_is_the_summed_huber_and_resists_outliers():
+  rng = np.random.default_rng(1)
+  y = 2.0 * T ** -0.4 + 1.0 + rng.normal(0, 1e-4, T.size)
+  y[[5, 20, 41]] += [0.3, -0.5, 0.4]
+  delta = 1e-3
+  res = L.fit_one('power', {'x': T}, y, huber_delta=delta)
+  p = res.params(0)
+  assert p['s'] == pytest.approx(-0.4, abs=0.01) and p['b'] == pytest.approx(1.0, abs=0.01)
+  r = np.abs(L.evaluate('power', p, x=T) - y)
+  huber = np.where(r <= delta, 0.5 * r ** 2, delta * (r - 0.5 * delta)).sum()
+  assert res.objective_C[0] == pytest.approx(huber, rel=1e-9)
+  # A least-squares-like delta is pulled by the outliers.
+  ls = L.fit_one('power', {'x': T}, y, huber_delta=10.0).params(0)
+  assert abs(ls['b'] - 1.0) > 3 * abs(p['b'] - 1.0)
+
+
+def test_grid_of_starts_beats_a_bad_single_start():
+  rng = np.random.default_rng(2)
+  _, _, _, gen = _eq6_curves(rng, n=1)
+  grid = L.fit_curves('eq6_gen', {'T': T}, gen)
+  # 64 copies of one poor start (the grid's shape, so the compiled fitter is shared).
+  bad = L.fit_curves('eq6_gen', {'T': T}, gen,
+                     init_CxSxP=np.tile([0.0, 1.9, 0.0, 1.8, 0.0], (1, 64, 1)))
+  assert grid.objective_C[0] <= bad.objective_C[0] * (1 + 1e-9)
+  starts = fit_lib.start_grid(L.get_form('eq6_gen'), 64)
+  assert starts.shape == (64, 5) and len({tuple(s) for s in starts}) == 64
+
+
+def test_vmapped_fit_equals_one_at_a_time():
+  rng = np.random.default_rng(3)
+  _, dom, _, _ = _eq6_curves(rng, n=3)
+  together = L.fit_curves('eq6_dom', {'T': T}, dom)
+  for i in range(3):
+    alone = L.fit_one('eq6_dom', {'T': T}, dom[i])
+    assert alone.objective_C[0] == pytest.approx(together.objective_C[i], rel=1e-8)
+
+
+def test_weights_are_multiplicities():
+  rng = np.random.default_rng(4)
+  y = 0.3 * T ** 0.5 - 0.1 + rng.normal(0, 1e-3, T.size)
+  w = rng.integers(0, 3, T.size).astype(float)
+  rep = np.repeat(np.arange(T.size), w.astype(int))
+  a = L.fit_one('power', {'x': T}, y, w)
+  b = L.fit_one('power', {'x': T[rep]}, y[rep])
+  assert a.objective_C[0] == pytest.approx(b.objective_C[0], rel=1e-7)
+  np.testing.assert_allclose(a.params_CxP, b.params_CxP, rtol=1e-5)
+
+
+def test_forms_registry_names_and_symbols():
+  forms = {f['name']: f for f in L.list_forms()}
+  want = {
+      'power': (['x'], ['a', 's', 'b']),
+      'ratio_law': (['R'], ['a', 's', 'b']),
+      'cmr_law': (['T'], ['a', 's', 'b']),
+      'eq6_dom': (['T'], ['a1', 's1', 'b1']),
+      'eq6_gen': (['T'], ['a2', 's2', 'a3', 's3', 'b2']),
+      'dcpt': (['N', 'D', 'r'], ['E', 'A', 'alpha', 'B', 'eta', 'beta', 'C', 'gamma', 'eps']),
+      'dml_exp': (['r'], ['c', 'k', 't']),
+      'dml_exp_2': (['r1', 'r2'], ['c', 'k', 't1', 't2']),
+      'bimix': (['r', 's'], ['A', 'alpha', 'B', 'beta', 'C']),
+      'chinchilla': (['N', 'D'], ['E', 'A', 'B', 'alpha', 'beta']),
+  }
+  for name, (variables, params) in want.items():
+    assert forms[name]['variables'] == variables and forms[name]['params'] == params, name
+    assert forms[name]['equation'] and forms[name]['source'], name
+  for f in forms.values():
+    kinds = f['kinds']
+    assert all(kinds[p] == 'log' for p in ('E', 'A', 'B') if f['name'] == 'chinchilla' and p in kinds)
+
+
+def test_evaluate_matches_the_equations():
+  gen = dict(a2=-2e-4, s2=0.6, a3=-0.02, s3=-0.5, b2=0.02)
+  np.testing.assert_allclose(L.evaluate('eq6_gen', gen, T=T),
+                             -2e-4 * T ** 0.6 - 0.02 * T ** -0.5 + 0.02, rtol=1e-13)
+  p = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
+  n, d = np.array([1e8, 1e9]), np.array([1e10, 2e10])
+  np.testing.assert_allclose(L.evaluate('chinchilla', p, N=n, D=d),
+                             1.69 + 406.4 / n ** 0.34 + 410.7 / d ** 0.28, rtol=1e-13)
+  with pytest.raises(L.FitError, match='missing'):
+    L.evaluate('eq6_gen', gen)
+
+
+def test_fit_form_csv_recovers_chinchilla(tmp_path):
+  truth = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
+  n, d = np.meshgrid(np.geomspace(1e7, 1e10, 8), np.geomspace(1e8, 1e11, 8))
+  loss = L.evaluate('chinchilla', truth, N=n.ravel(), D=d.ravel())
+  loss *= np.exp(np.random.default_rng(5).normal(0, 1e-4, loss.size))
+  path = tmp_path / 'c.csv'
+  path.write_text('N,D,loss\n' + ''.join(f'{a},{b},{c}\n' for a, b, c in
+                                         zip(n.ravel(), d.ravel(), loss)))
+  out = L.fit_form_csv('chinchilla', path)
+  assert set(out) == {'form', 'params', 'objective', 'mse', 'r2', 'converged'}
+  assert out['form'] == 'chinchilla' and out['converged'] and out['r2'] > 0.9999
+  for k in ('E', 'alpha', 'beta'):
+    assert out['params'][k] == pytest.approx(truth[k], rel=0.05), k
+
+
+def test_fit_form_csv_bad_input(tmp_path):
+  path = tmp_path / 'bad.csv'
+  path.write_text('x,loss\n1,2\n2,3\n')
+  with pytest.raises(L.FitError, match='parameters'):  # 2 points, 3 parameters
+    L.fit_form_csv('power', path)
+  path.write_text('x,y\n1,2\n')
+  with pytest.raises(L.FitError, match='loss'):
+    L.fit_form_csv('power', path)
+  path.write_text('x,loss\n1,2\n2,nan\n3,1\n4,0\n')
+  with pytest.raises(L.FitError, match='non-finite'):
+    L.fit_form_csv('power', path)
+  with pytest.raises(L.FitError, match='unknown form'):
+    L.fit_form_csv('nope', path)
+
+
+def test_bad_inputs_are_fit_errors():
+  assert issubclass(L.FitError, ValueError)
+  with pytest.raises(L.FitError, match='non-finite'):
+    L.fit_one('ratio_law', {'R': np.array([0.25, 0.5, np.nan, 1.0])}, np.ones(4))
+  with pytest.raises(L.FitError, match='non-finite'):
+    L.fit_one('ratio_law', {'R': np.array([0.25, 0.5, 0.7, 1.0])}, np.array([1, np.inf, 1, 1]))
+  with pytest.raises(L.FitError, match='at least 5'):
+    L.fit_one('eq6_gen', {'T': np.array([1.0, 2.0, 3.0])}, np.array([0.1, 0.2, 0.25]))
+  with pytest.raises(L.FitError, match='no data'):
+    L.fit_curves('power', {'x': np.zeros((0, 0))}, np.zeros((0, 0)))
+  with pytest.raises(L.FitError, match='missing variables'):
+    L.fit_one('chinchilla', {'N': T}, T)
+  with pytest.raises(L.FitError, match='> 0'):
+    L.fit_one('chinchilla', {'N': T, 'D': T}, -T)
+
+
+def test_laws_import_no_model_trainer_data_or_tensorflow():
+  code = ("import sys, mixlaw.laws; bad = [m for m in sys.modules if m.startswith(("
+          "'tensorflow', 'flax', 'seqio', 'orbax', 'mixlaw.model', 'mixlaw.train', "
+          "'mixlaw.data', 'mixlaw.run', 'pandas'))]; print(bad); sys.exit(1 if bad else 0)")
+  proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                        cwd=str(__import__('pathlib').Path(__file__).parents[1]))
+  assert proc.returncode == 0, proc.stdout + proc.stderr
