@@ -10,32 +10,46 @@ The benchmarked model is the stack of benchmarks/torch_reference.py: ffn = 4 d, 
 vocab 512, but untied (mixlaw's head is its own matrix); FLOPs per token use the reference's
 formula, 6 * (params doing matmuls: all but the input embedding) + 12 * layers * seq * d, which
 is the reference's own count for its tied model.
+
+Default process setup (`hostenv.cpu_host_env`; the mixlaw CLI applies it without huge pages):
+one XLA host device per core, each running its ops on one thread (--xla_cpu_multi_thread_eigen=
+false), the batch split over them (data parallel, gradients all-reduced), and glibc malloc on
+transparent huge pages (GLIBC_TUNABLES=glibc.malloc.hugetlb=1). The script re-executes itself
+with that environment; the torch reference inherits it. --plain gives a plain single-device
+jitted step in the environment as found.
 """
 import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
+
+import common
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHAPES = ((128, 4), (256, 4))
 
 
 def matmul_peak(n=1024, reps=20):
-  """Best GFLOP/s of an n x n float32 matmul on one device."""
+  """Best GFLOP/s of n x n float32 matmuls, one per device, all devices at once (the machine's
+  matmul peak as the train step can use it: with one single-threaded host device per core, a
+  matmul on one device alone would only show one core)."""
   import jax
   import jax.numpy as jnp
-  a = jax.device_put(jnp.ones((n, n), jnp.float32), jax.devices()[0])
-  f = jax.jit(lambda a: a @ a)
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  devices = jax.devices()
+  mesh = jax.make_mesh((len(devices),), ('d',), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=devices)
+  a = jax.device_put(jnp.ones((len(devices), n, n), jnp.float32), NamedSharding(mesh, P('d')))
+  f = jax.jit(lambda a: jnp.einsum('bij,bjk->bik', a, a))
   f(a).block_until_ready()
   best = float('inf')
   for _ in range(reps):
     t = time.perf_counter()
     f(a).block_until_ready()
     best = min(best, time.perf_counter() - t)
-  return 2 * n ** 3 / best / 1e9
+  return len(devices) * 2 * n ** 3 / best / 1e9
 
 
 def make_bench(d_model, layers, seq, batch, vocab, mesh_shape):
@@ -75,18 +89,13 @@ def make_bench(d_model, layers, seq, batch, vocab, mesh_shape):
   return run, flops_per_token
 
 
-def torch_ref(python, d_model, layers, seq, batch, vocab, steps):
-  cmd = [python, os.path.join(HERE, 'torch_reference.py'), '--d-model', str(d_model), '--layers',
-         str(layers), '--seq', str(seq), '--batch', str(batch), '--vocab', str(vocab),
-         '--steps', str(steps)]
-  out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-  return json.loads(out.strip().splitlines()[-1])
-
-
 def bench(args):
   import jax
+  load = common.check_idle(args.force)
   peak = max(matmul_peak() for _ in range(2))
-  shape_info = {'devices': jax.device_count(), 'mesh': args.mesh}
+  shape_info = {'devices': jax.device_count(), 'mesh': args.mesh, 'load_avg': load,
+                'xla_flags': os.environ.get('XLA_FLAGS', ''),
+                'glibc_tunables': os.environ.get('GLIBC_TUNABLES', '')}
   for d_model, layers in args.shapes:
     dims = dict(d_model=d_model, layers=layers, seq=args.seq, batch=args.batch, vocab=args.vocab)
     run, flops_per_token = make_bench(**dims, mesh_shape=args.mesh)
@@ -95,7 +104,7 @@ def bench(args):
     for _ in range(args.repeats):
       ours.append(args.batch * args.seq / run(args.steps))
       if args.torch_python:
-        theirs.append(torch_ref(args.torch_python, **dims, steps=args.steps))
+        theirs.append(common.torch_ref(args.torch_python, **dims, steps=args.steps))
       peak = max(peak, matmul_peak(reps=5))
     tps = max(ours)
     gflops = tps * flops_per_token / 1e9
@@ -109,7 +118,8 @@ def bench(args):
       print(json.dumps({**best, **dims, 'peak_fraction': round(best['gflops_per_s'] / peak, 3),
                         'median_tokens_per_s':
                         round(statistics.median(r['tokens_per_s'] for r in theirs))}), flush=True)
-      print(json.dumps({'impl': 'ratio', **dims, 'mixlaw_over_torch': round(tps / torch_tps, 3),
+      print(json.dumps({'impl': 'ratio', **dims, 'load_avg': common.load_average(),
+                        'mixlaw_over_torch': round(tps / torch_tps, 3),
                         'median_ratio': round(statistics.median(ours) /
                                               statistics.median(r['tokens_per_s']
                                                                 for r in theirs), 3)}),
@@ -127,18 +137,23 @@ def main():
   p.add_argument('--repeats', type=int, default=5)
   p.add_argument('--mesh', default='-1,1,1', help='data,fsdp,tensor (-1: all devices)')
   p.add_argument('--host-devices', type=int, default=os.cpu_count() or 1,
-                 help='XLA host devices, data parallel over them (as the mixlaw CLI: one per core;'
-                      ' 0 keeps XLA_FLAGS)')
+                 help='XLA host devices, data parallel over them (default: one per core)')
+  p.add_argument('--plain', action='store_true',
+                 help='no process setup: the environment as found (one host device by default)')
   p.add_argument('--xla-flags', default='', help='extra XLA_FLAGS')
   p.add_argument('--torch-python', default='', help='python with torch: run the reference too')
+  p.add_argument('--force', action='store_true', help='run even when the machine is loaded')
   args = p.parse_args()
   args.shapes = [tuple(int(v) for v in s.split('x')) for s in args.shapes.split(',')]
   args.mesh = [int(v) for v in args.mesh.split(',')]
-  flags = os.environ.get('XLA_FLAGS', '') + ' ' + args.xla_flags
-  if args.host_devices and 'xla_force_host_platform_device_count' not in flags:
-    flags += f' --xla_force_host_platform_device_count={args.host_devices}'
-  os.environ['XLA_FLAGS'] = flags.strip()
   sys.path.insert(0, os.path.dirname(HERE))
+  if args.xla_flags and args.xla_flags not in os.environ.get('XLA_FLAGS', ''):
+    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + args.xla_flags).strip()
+  if not args.plain:
+    from mixlaw import hostenv
+    env = hostenv.cpu_host_env(os.environ, args.host_devices)
+    if env != dict(os.environ):  # glibc reads its tunables at process start: re-execute
+      os.execve(sys.executable, [sys.executable] + sys.argv, env)
   bench(args)
 
 

@@ -10,9 +10,10 @@ import jax
 import orbax.checkpoint as ocp
 
 from mixlaw.train import TrainState
+from mixlaw.errors import MixlawError
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(MixlawError, RuntimeError):
   """A checkpoint is missing or unreadable; the message names the path."""
 
 

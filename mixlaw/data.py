@@ -41,6 +41,7 @@ _ROW_CHUNK = 1024  # Mixture rows are scheduled and gathered this many at a time
 
 __all__ = ["DataError", "prepare_arrays", "data_export_main", "export", "register_tasks",
            "register_mixture", "get_mixture_dataset", "get_validation_batches", "get_vocabulary",
+           "SeqioSampler", "vocab_size",
            "arrays_dir", "pack_rows", "batch_fields"]
 
 
@@ -90,6 +91,12 @@ def _training_lines(corpus: str, data_dir: str, max_chars: int = 2000):
         yield line
 
 
+def _coverage(size: int) -> float:
+  """SentencePiece character coverage: below 4k pieces the general corpus's CJK characters
+  (2.6k distinct at 0.9995) would not fit, so rare characters go to byte fallback instead."""
+  return 0.9995 if size >= 4096 else 0.99
+
+
 def train_sentencepiece(path: str, size: int, corpus: str, data_dir: str) -> None:
   """BPE with byte fallback, identity normalization (code indentation kept), '\\n' a piece."""
   import sentencepiece as spm
@@ -102,7 +109,7 @@ def train_sentencepiece(path: str, size: int, corpus: str, data_dir: str) -> Non
   try:
     spm.SentencePieceTrainer.train(
         sentence_iterator=_training_lines(corpus, data_dir), model_writer=buf,
-        vocab_size=size, model_type="bpe", character_coverage=0.9995, byte_fallback=True,
+        vocab_size=size, model_type="bpe", character_coverage=_coverage(size), byte_fallback=True,
         pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1,
         normalization_rule_name="identity", remove_extra_whitespaces=False, split_digits=True,
         allow_whitespace_only_pieces=True, user_defined_symbols=["\n"],
@@ -113,6 +120,7 @@ def train_sentencepiece(path: str, size: int, corpus: str, data_dir: str) -> Non
   os.makedirs(os.path.dirname(path), exist_ok=True)
   _atomic_write(path, buf.getvalue())
   info = {"train_corpus": corpus, "vocab_size": size, "model_type": "bpe",
+          "character_coverage": _coverage(size),
           "sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
           "seconds": round(time.perf_counter() - t0, 1)}
   _atomic_write(path.replace(".model", ".json"), json.dumps(info, indent=1).encode())
@@ -334,6 +342,32 @@ def get_validation_batches(corpus: str, *, seq_len: int, batch_size: int, max_ro
   ds = ds.concatenate(pad.repeat((-n) % batch_size)).batch(batch_size)
   ds = ds.map(lambda ex: batch_fields({**ex, "source": tf.fill([batch_size], source_id)}))
   return list(ds.as_numpy_iterator())
+
+
+class SeqioSampler:
+  """The seqio backend of the trainer: batch(step) from the weighted seqio Mixture.
+
+  Same interface and same batches as `arrays.MixtureSampler` (batch i = f(seed, i)). Batches are
+  read in order from one tf.data iterator; a step out of order (a resume) reopens it there.
+  """
+
+  def __init__(self, general: str, domain: str | None, ratio: float, *, batch_size: int,
+               seq_len: int, seed: int, data_dir: str = "data", vocab_name: str = "spm8k"):
+    self.kw = dict(general=general, domain=domain, ratio=ratio, seq_len=seq_len,
+                   batch_size=batch_size, seed=seed, data_dir=data_dir, vocab_name=vocab_name)
+    self.ratio = _check_ratio(ratio)
+    self._it, self._next = None, None
+
+  def batch(self, step: int) -> dict:
+    if self._it is None or step != self._next:
+      self._it = get_mixture_dataset(**self.kw, start_step=int(step))
+    self._next = int(step) + 1
+    return next(self._it)
+
+
+def vocab_size(vocab_name: str, data_dir: str = "data") -> int:
+  """Vocabulary size the model needs for `vocab_name` (the vocabulary must exist or be trainable)."""
+  return int(get_vocabulary(vocab_name, data_dir).vocab_size)
 
 
 # ---------------------------------------------------------------------------------- export

@@ -37,12 +37,15 @@ def main(workdir: str, *, quick: bool = False, fresh: bool = False, data_dir: st
   from mixlaw import corpora
   stage("corpora", lambda: corpora.corpora_build_main(
       [data.general, data.domain], data.data_dir, False))
-  stage("export", lambda: run_lib.resolve_arrays(data, [data.general, data.domain]))
+  from mixlaw import data as data_lib
+  stage("export", lambda: data_lib.prepare_arrays(
+      data.corpora, data_dir=data.data_dir, seq_len=data.seq_len, vocab_name=data.vocab_name,
+      max_validation_rows=data.max_validation_rows))
   from mixlaw import sweep
   stage("sweep", lambda: sweep.execute(workdir, fresh=fresh))
   print(sweep.format_status(sweep.status(workdir)))
   from mixlaw import laws
-  fits = stage("fit", lambda: laws.write_fits(workdir, **fit_options()))
+  fits = stage("fit", lambda: laws.write_fits(workdir, **sweep.fit_options()))
   print(laws.format_tables(fits))
   from mixlaw import report
   paths = stage("report", lambda: report.write_report(workdir))
@@ -51,12 +54,3 @@ def main(workdir: str, *, quick: bool = False, fresh: bool = False, data_dir: st
     json.dump({"quick": quick, "stage_seconds": times, "experiment": EXPERIMENTS[quick]}, f, indent=2)
   print(f"\nreport: {paths['md']}\n        {paths['html']}\nstage times (s): {times}")
   return times
-
-
-@gin.configurable
-def fit_options(eps: float = 0.05, lam: float | None = None, n_boot: int = 200,
-                tokens_per_unit: float | str = "auto") -> dict:
-  """Options of the demo's fit stage (bind in the experiment's gin file); tokens_per_unit 'auto'
-  puts T_max at 100 units, the paper's range (its unit is 2e8 tokens)."""
-  out = {"eps": eps, "lam": lam, "n_boot": n_boot, "tokens_per_unit": tokens_per_unit}
-  return {k: v for k, v in out.items() if v is not None}  # None: the laws' default.

@@ -69,7 +69,8 @@ SIZES: dict[str, ModelConfig] = {
     'paper_940m': _paper(1536, 24, 4608),
     'paper_1.6b': _paper(2048, 24, 6144),
     'paper_3.1b': _paper(2560, 32, 7680),
-    # CPU ladder (~0.13M .. 4.2M non-embedding parameters); vocab comes from the data.
+    # CPU ladder (~0.04M .. 4.2M non-embedding parameters); vocab comes from the data.
+    'cpu_2xs': _cpu(48, 1),
     'cpu_xs': _cpu(64, 2),
     'cpu_s': _cpu(128, 2),
     'cpu_m': _cpu(128, 4),

@@ -5,7 +5,8 @@ Everything the laws need is in this table; the laws never read checkpoints. Sche
   run_id, phase ('base' | 'cpt'), size_name, n_params, n_params_nonemb, domain, ratio, step,
   tokens_seen (tokens of this phase seen so far; for CPT runs: CPT tokens, 0 = the base model),
   split ('train' | 'validation'), general_loss, domain_loss (NaN where a source had no tokens),
-  lr, wallclock (seconds of training in this run, summed over resumptions).
+  lr, wallclock (seconds of training in this run, summed over resumptions), cpt_seed (the CPT
+  data-order seed; 0 for base runs and in tables written before seeds existed).
 
 Writing appends and fsyncs each block of lines, so a kill -9 loses at most the lines being
 written. A resumed run first drops its own rows after the checkpoint it resumes from
@@ -21,9 +22,10 @@ from typing import Iterable, Mapping
 
 COLUMNS = (
     "run_id", "phase", "size_name", "n_params", "n_params_nonemb", "domain", "ratio", "step",
-    "tokens_seen", "split", "general_loss", "domain_loss", "lr", "wallclock",
+    "tokens_seen", "split", "general_loss", "domain_loss", "lr", "wallclock", "cpt_seed",
 )
 KEY = ("run_id", "step", "split")
+DEFAULTS = {"cpt_seed": 0}  # Columns a row may omit (tables written before they existed).
 FILENAME = "results.jsonl"
 
 
@@ -32,6 +34,7 @@ def table_path(workdir: str) -> str:
 
 
 def _encode(row: Mapping) -> str:
+  row = {**DEFAULTS, **row}
   missing = [c for c in COLUMNS if c not in row]
   if missing:
     raise ValueError(f"results row lacks columns {missing}: {dict(row)}")
@@ -70,6 +73,8 @@ def read_rows(workdir: str) -> list[dict]:
       for c in ("general_loss", "domain_loss", "lr"):
         if r.get(c) is None:
           r[c] = float("nan")
+      for c, v in DEFAULTS.items():
+        r.setdefault(c, v)
       rows[tuple(r[k] for k in KEY)] = r
   return sorted(rows.values(), key=lambda r: (r["run_id"], r["split"], r["step"]))
 

@@ -1,15 +1,21 @@
-"""One training run (base pretraining or CPT at a ratio R): data, state, loop, evals, results.
+"""Runs: one base or CPT run, or an ensemble of CPT runs of one size trained as one program.
 
 A run lives in WORKDIR/runs/RUN_ID/ (checkpoints/, tb/, config.gin, run.json) and appends its
-rows to WORKDIR/results.jsonl. Killed at any point and started again, it resumes from its last
-checkpoint (params, optimizer, step; the data position is the step: batch = f(seed, step)) and
-rewrites the rows after it. TensorFlow is never imported here: training reads exported token
-arrays (`mixlaw.arrays`); only when they are missing does it ask the data side to export them.
+rows to WORKDIR/results.jsonl. An ensemble (K CPT members of one size, `mixlaw.ensemble`) keeps
+one stacked checkpoint in WORKDIR/runs/GROUP_ID/checkpoints and each member its own run dir and
+rows. Killed at any point and started again, a run resumes from its last checkpoint (params,
+optimizer, step; the data position is the step: batch = f(seed, step)) and rewrites the rows after
+it. TensorFlow is never imported here unless `DataConfig.backend = 'seqio'`: training reads the
+token arrays the export stage wrote (`mixlaw data export`).
+
+This module owns the workdir layout (`run_dir`, `group_id`), run ids (`RunSpec.run_id`) and step
+counts (`PhaseConfig.num_steps`, `phase_steps`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -25,23 +31,29 @@ import numpy as np
 
 from mixlaw import arrays
 from mixlaw import checkpoint
+from mixlaw import ensemble
 from mixlaw import model as model_lib
 from mixlaw import optim
 from mixlaw import results
 from mixlaw import sharding
 from mixlaw import train
+from mixlaw.errors import MixlawError
 
 GENERAL, DOMAIN = 0, 1
 
 
-class RunError(ValueError):
+class RunError(MixlawError, ValueError):
   """A run cannot start: bad configuration or missing inputs (nothing was computed)."""
 
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-  """Which corpora, tokenizer and sequence length; where the data lives."""
+  """Which corpora, tokenizer and sequence length; where the data lives; which backend.
+
+  backend: 'arrays' (numpy sampler over the exported token arrays; no TensorFlow) or 'seqio'
+  (batches from the weighted seqio Mixture; needs TensorFlow; the same batches).
+  """
   data_dir: str = "data"
   general: str = "general"
   domain: str = "finance"
@@ -49,6 +61,11 @@ class DataConfig:
   vocab_name: str = "spm8k"
   max_validation_rows: int = 64  # Per corpus: the fixed held-out set every run evaluates.
   arrays_dir: str | None = None  # Exported arrays to train from (TF-free host); default: derived.
+  backend: str = "arrays"
+
+  @property
+  def corpora(self) -> list[str]:
+    return [self.general] + ([self.domain] if self.domain else [])
 
 
 @gin.configurable
@@ -97,17 +114,31 @@ class MeshConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-  """What distinguishes one run of a sweep."""
+  """What distinguishes one run of a sweep.
+
+  seed: the base seed (initialisation and base data order; one base model per size and seed).
+  cpt_seed: the CPT data-order seed; every CPT seed of a size starts from the same base model.
+  """
   size: str
   phase: str  # 'base' or 'cpt'
   ratio: float = 0.0
   seed: int = 0
+  cpt_seed: int = 0
 
   @property
   def run_id(self) -> str:
     if self.phase == "base":
       return f"base_{self.size}"
-    return f"cpt_{self.size}_r{self.ratio:.4f}"
+    return f"cpt_{self.size}_r{self.ratio:.4f}_s{self.cpt_seed}"
+
+  @property
+  def data_seed(self) -> int:
+    """Seed of the data order: the base seed for base runs; for CPT a seed that differs from
+    every base seed, so CPT replays general rows in an order of its own."""
+    return self.seed if self.phase == "base" else 1_000_003 * (1 + self.cpt_seed) + self.seed
+
+  def base(self) -> "RunSpec":
+    return RunSpec(self.size, "base", 0.0, self.seed)
 
   def validate(self) -> None:
     try:
@@ -120,13 +151,15 @@ class RunSpec:
       raise RunError(f"ratio R must be a domain token share in [0, 1], got {self.ratio!r}")
     if self.phase == "base" and self.ratio != 0.0:
       raise RunError("base pretraining uses general data only (ratio 0)")
+    if self.seed < 0 or self.cpt_seed < 0:
+      raise RunError(f"seeds must be >= 0, got seed={self.seed}, cpt_seed={self.cpt_seed}")
 
 
 @gin.configurable
 def single(size: str = gin.REQUIRED, phase: str = "base", ratio: float = 0.0, seed: int = 0,
-           base_checkpoint: str | None = None) -> tuple[RunSpec, str | None]:
+           cpt_seed: int = 0, base_checkpoint: str | None = None) -> tuple[RunSpec, str | None]:
   """The run `mixlaw train` executes (bind single.size, single.phase, ... in gin)."""
-  spec = RunSpec(size, phase, float(ratio), seed)
+  spec = RunSpec(size, phase, float(ratio), seed, cpt_seed)
   spec.validate()
   return spec, base_checkpoint
 
@@ -135,44 +168,68 @@ def scope_of(phase: str) -> str:
   return "pretrain" if phase == "base" else "cpt"
 
 
-def run_dir(workdir: str, spec: RunSpec) -> str:
-  return os.path.join(workdir, "runs", spec.run_id)
+def phase_config(phase: str) -> PhaseConfig:
+  with gin.config_scope(scope_of(phase)):
+    return PhaseConfig()
+
+
+def phase_steps(spec: RunSpec, data: DataConfig, vocab_size: int) -> int:
+  """Number of optimizer updates of `spec` (the one place step counts are computed)."""
+  cfg = model_lib.get_config(spec.size, vocab_size=vocab_size)
+  return phase_config(spec.phase).num_steps(model_lib.count_params(cfg)["non_embedding"],
+                                            data.seq_len)
+
+
+# ------------------------------------------------------------------------ the workdir layout
+def run_dir(workdir: str, run_id: str) -> str:
+  return os.path.join(workdir, "runs", run_id)
+
+
+def group_id(specs: list[RunSpec]) -> str:
+  """Id of an ensemble: its size and a digest of its members (a new member set, a new group)."""
+  digest = hashlib.sha1(",".join(sorted(s.run_id for s in specs)).encode()).hexdigest()[:10]
+  return f"ens_{specs[0].size}_{digest}"
+
+
+def _checkpoint_dir(workdir: str, specs: list[RunSpec]) -> str:
+  rid = specs[0].run_id if len(specs) == 1 else group_id(specs)
+  return os.path.join(run_dir(workdir, rid), "checkpoints")
 
 
 def read_status(workdir: str, spec: RunSpec) -> dict:
-  """{'state': 'pending' | 'partial' | 'done', 'step': last checkpointed step, ...}."""
-  path = os.path.join(run_dir(workdir, spec), "run.json")
+  """{'state': 'pending' | 'partial' | 'done' | 'failed', 'step': last checkpointed step, ...}."""
+  path = os.path.join(run_dir(workdir, spec.run_id), "run.json")
+  info = {}
   if os.path.exists(path):
     with open(path) as f:
       info = json.load(f)
-    if info.get("state") == "done":
+    if info.get("state") in ("done", "failed"):
       return info
-  ckpt_dir = os.path.join(run_dir(workdir, spec), "checkpoints")
+  group = info.get("group")
+  ckpt_dir = os.path.join(run_dir(workdir, group or spec.run_id), "checkpoints")
   step = checkpoint.latest_step_in(ckpt_dir) if os.path.isdir(ckpt_dir) else None
   if step is None:
     return {"state": "pending", "step": 0}
-  return {"state": "partial", "step": step}
+  return {"state": "partial", "step": step, "group": group}
 
 
-def resolve_arrays(data: DataConfig, corpora: list[str]) -> str:
-  """The exported arrays dir holding `corpora`; exports them (data side, TensorFlow) if absent."""
+def resolve_arrays(data: DataConfig) -> str:
+  """The exported arrays dir holding the config's corpora (the export stage writes it)."""
   d = data.arrays_dir or os.path.join(data.data_dir, "arrays", f"{data.vocab_name}_L{data.seq_len}")
-  if os.path.exists(os.path.join(d, "meta.json")):
-    have = arrays.read_meta(d).get("corpora", {})
-    if all(c in have for c in corpora):
-      return d
-  if data.arrays_dir:
-    raise RunError(f"exported arrays at {d} lack corpora {corpora}; run `mixlaw data export`")
-  from mixlaw import data as data_lib  # TensorFlow side, only when arrays must be made.
-
-  return data_lib.prepare_arrays(
-      corpora, data_dir=data.data_dir, seq_len=data.seq_len, vocab_name=data.vocab_name,
-      max_validation_rows=data.max_validation_rows)
+  have = arrays.read_meta(d).get("corpora", {}) if os.path.exists(
+      os.path.join(d, arrays.META_FILE)) else {}
+  missing = [c for c in data.corpora if c not in have]
+  if missing:
+    raise RunError(
+        f"no exported token arrays for corpora {missing} at {d}; run `mixlaw data export "
+        f"--corpora {','.join(data.corpora)} --vocab {data.vocab_name} --seq-len {data.seq_len} "
+        f"--data-dir {data.data_dir}` first")
+  return d
 
 
 def enable_compilation_cache() -> None:
-  """Persistent XLA cache: runs with the same shapes and schedule (a sweep's CPT runs of one
-  size, a resumed run) reuse compiled steps across processes. MIXLAW_XLA_CACHE=0 disables."""
+  """Persistent XLA cache: runs with the same shapes and schedule (a resumed run, the next
+  chunk of an ensemble) reuse compiled steps across processes. MIXLAW_XLA_CACHE=0 disables."""
   path = os.environ.get("MIXLAW_XLA_CACHE", os.path.expanduser("~/.cache/mixlaw/xla"))
   if path in ("", "0") or jax.config.jax_compilation_cache_dir:
     return
@@ -192,6 +249,8 @@ def versions() -> dict:
       "orbax-checkpoint": getattr(ocp, "__version__", "?"), "numpy": np.__version__,
       "platform": platform.platform(), "backend": jax.default_backend(),
       "devices": jax.device_count(), "processes": jax.process_count(),
+      "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+      "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", ""),
   }
 
 
@@ -202,13 +261,410 @@ def _write_json(path: str, obj: Any) -> None:
   os.replace(tmp, path)
 
 
+# ------------------------------------------------------------------------------- preparation
+@dataclasses.dataclass
+class Setup:
+  """Everything a run (K = 1) or an ensemble (K CPT members of one size) needs before step 1."""
+  specs: list[RunSpec]
+  data: DataConfig
+  phase: PhaseConfig
+  cfg: model_lib.ModelConfig
+  counts: dict
+  steps: int
+  warmup_steps: int
+  eval_every: int
+  source: str  # Where batches come from: the arrays dir, or 'seqio:<mixture>'.
+  samplers: list  # One per member: .batch(step) -> numpy batch dict.
+  val_batches: list  # Per source (general, domain): the fixed validation batches.
+  mesh: Any
+  optimizer: Any
+  schedule: Any
+  base_checkpoint: str | None
+  ckpt_dir: str
+
+  @property
+  def k(self) -> int:
+    return len(self.specs)
+
+
+def _samplers(specs, data, phase, workdir_arrays):
+  """Batch sources per member, from the exported arrays or the seqio Mixture."""
+  if data.backend == "seqio":
+    from mixlaw import data as data_lib  # TensorFlow side, only for this backend.
+    return [data_lib.SeqioSampler(data.general, data.domain if s.ratio > 0 else None, s.ratio,
+                                  batch_size=phase.batch_size, seq_len=data.seq_len,
+                                  seed=s.data_seed, data_dir=data.data_dir,
+                                  vocab_name=data.vocab_name) for s in specs]
+  general = arrays.load_packed(workdir_arrays, data.general, "train")
+  domain = arrays.load_packed(workdir_arrays, data.domain, "train") if data.domain else None
+  return [arrays.MixtureSampler(general, domain if s.ratio > 0 else None, s.ratio,
+                                phase.batch_size, s.data_seed) for s in specs]
+
+
+def _validation(data, phase, arrays_dir):
+  out = []
+  n_batches = max(1, -(-data.max_validation_rows // phase.batch_size))
+  for src, corpus in ((GENERAL, data.general), (DOMAIN, data.domain)):
+    if not corpus:
+      out.append([])
+    elif data.backend == "seqio":
+      from mixlaw import data as data_lib
+      out.append(data_lib.get_validation_batches(
+          corpus, seq_len=data.seq_len, batch_size=phase.batch_size,
+          max_rows=data.max_validation_rows, source_id=src, data_dir=data.data_dir,
+          vocab_name=data.vocab_name))
+    else:
+      rows = arrays.load_packed(arrays_dir, corpus, "validation")
+      out.append(arrays.validation_batches(rows, phase.batch_size, src)[:n_batches])
+  return out
+
+
+def prepare(specs: list[RunSpec], workdir: str, base_checkpoint: str | None = None) -> Setup:
+  """Checks the specs and inputs and builds data, mesh and optimizer; computes nothing."""
+  for s in specs:
+    s.validate()
+  if len(specs) > 1 and any(s.phase != "cpt" or s.size != specs[0].size or s.seed != specs[0].seed
+                            for s in specs):
+    raise RunError("an ensemble holds CPT runs of one size and base seed")
+  spec = specs[0]
+  data = DataConfig()
+  if data.backend not in ("arrays", "seqio"):
+    raise RunError(f"DataConfig.backend must be 'arrays' or 'seqio', got {data.backend!r}")
+  phase = phase_config(spec.phase)
+  mesh_cfg = MeshConfig()
+  if spec.phase == "cpt":
+    base_checkpoint = base_checkpoint or os.path.join(run_dir(workdir, spec.base().run_id),
+                                                      "checkpoints")
+    if checkpoint.latest_step_in(base_checkpoint) is None:
+      raise RunError(f"CPT run {spec.run_id} needs the base checkpoint of size {spec.size}, "
+                     f"none found at {base_checkpoint} (run the base pretraining first)")
+  if any(s.ratio > 0 for s in specs) and not data.domain:
+    raise RunError(f"ratio > 0 needs a domain corpus (DataConfig.domain)")
+  if data.backend == "seqio":
+    from mixlaw import data as data_lib
+    vocab_size, source = data_lib.vocab_size(data.vocab_name, data.data_dir), "seqio"
+  else:
+    source = resolve_arrays(data)
+    meta = arrays.read_meta(source)
+    if int(meta["seq_len"]) != data.seq_len:
+      raise RunError(f"arrays at {source} have seq_len {meta['seq_len']}, config says {data.seq_len}")
+    vocab_size = int(meta["vocab_size"])
+  cfg = model_lib.get_config(spec.size, vocab_size=vocab_size)
+  steps = phase_steps(spec, data, vocab_size)
+  enable_compilation_cache()
+  sharding.maybe_initialize_distributed(mesh_cfg.distributed)
+  devices = jax.devices()[:mesh_cfg.num_devices] if mesh_cfg.num_devices else None
+  mesh = sharding.make_mesh(mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor, devices)
+  warmup = phase.warmup_steps(steps)
+  with gin.config_scope(scope_of(spec.phase)):
+    optimizer, schedule = optim.make_optimizer(total_steps=steps, warmup_steps=warmup)
+  return Setup(
+      specs=list(specs), data=data, phase=phase, cfg=cfg, counts=model_lib.count_params(cfg),
+      steps=steps, warmup_steps=warmup, eval_every=phase.eval_interval(steps), source=source,
+      samplers=_samplers(specs, data, phase, source), val_batches=_validation(data, phase, source),
+      mesh=mesh, optimizer=optimizer, schedule=schedule, base_checkpoint=base_checkpoint,
+      ckpt_dir=_checkpoint_dir(workdir, specs))
+
+
+# ------------------------------------------------------------------- the compiled program
+class _Program:
+  """The compiled pieces of a run (K = 1: plain steps) or an ensemble (K > 1: stacked, vmapped)."""
+
+  def __init__(self, s: Setup):
+    self.s, self.stacked = s, s.k > 1
+    if self.stacked:
+      self._train = ensemble.make_train_step(s.cfg, s.optimizer, s.mesh)
+      self._eval = ensemble.make_eval_step(s.cfg, s.mesh)
+    else:
+      self._train = train.make_train_step(s.cfg, s.optimizer, s.mesh)
+      self._eval = train.make_eval_step(s.cfg, s.mesh)
+    self.alive = np.ones(s.k, bool)
+
+  def abstract_state(self):
+    s = self.s
+    if self.stacked:
+      return ensemble.abstract_state(s.cfg, s.optimizer, s.mesh, s.k)
+    return train.abstract_state(s.cfg, s.optimizer, s.mesh)
+
+  def initial_state(self):
+    """Base runs: fresh init. CPT: the base params and a fresh optimizer (stacked K times)."""
+    s = self.s
+    if s.specs[0].phase == "base":
+      return train.init_state(s.cfg, s.optimizer, s.mesh, s.specs[0].seed)
+    params = checkpoint.restore_params(s.base_checkpoint,
+                                       train.abstract_state(s.cfg, s.optimizer, s.mesh).params)
+    if self.stacked:
+      return ensemble.state_from_params(params, s.optimizer, s.mesh, s.cfg, s.k)
+    return train.state_from_params(params, s.optimizer, s.mesh, s.cfg)
+
+  def batch(self, step: int):
+    batches = [smp.batch(step) for smp in self.s.samplers]
+    if self.stacked:
+      return ensemble.shard_batch(ensemble.stack_batches(batches), self.s.mesh)
+    return sharding.shard_batch(batches[0], self.s.mesh)
+
+  def step(self, state, batch):
+    if self.stacked:
+      return self._train(state, batch, jax.numpy.asarray(self.alive))
+    return self._train(state, batch)
+
+  def member_metrics(self, metrics) -> list[dict]:
+    m = jax.device_get(metrics)
+    if not self.stacked:
+      return [m]
+    return [{k: np.asarray(v)[i] for k, v in m.items()} for i in range(self.s.k)]
+
+  def evaluate(self, params) -> np.ndarray:
+    """Held-out loss per member and source [K, 2] (NaN where a source has no data)."""
+    out = np.full((self.s.k, 2), np.nan)
+    for src, batches in enumerate(self.s.val_batches):
+      tot = np.zeros((self.s.k, 2))
+      for b in batches:
+        r = self._eval(params, sharding.shard_batch(b, self.s.mesh))
+        loss = np.asarray(r["loss_sum_per_source"]).reshape(self.s.k, -1)[:, :2].sum(1)
+        toks = np.asarray(r["tokens_per_source"]).reshape(self.s.k, -1)[:, :2].sum(1)
+        tot += np.stack([loss, toks], 1)
+      if batches:
+        out[:, src] = tot[:, 0] / tot[:, 1]
+    return out
+
+
+# ---------------------------------------------------------------------------------- the log
 @dataclasses.dataclass
 class _Timers:
   data: float = 0.0
-  compile: float = 0.0  # The first step of this process (tracing + XLA compilation).
+  compile: float = 0.0  # The first step and first evaluation of this process.
   step: float = 0.0
   eval: float = 0.0
   ckpt: float = 0.0
+
+
+class RunLog:
+  """What a run writes as it goes: results rows, TensorBoard, the progress bar, timers and
+  run.json, one set per member."""
+
+  def __init__(self, s: Setup, workdir: str, start: int, wallclock: float, alive, progress):
+    self.s, self.workdir, self.alive = s, workdir, alive
+    self.wallclock, self.timers = wallclock, _Timers()
+    self.tokens_per_step = s.phase.batch_size * s.data.seq_len
+    self.lead = jax.process_index() == 0
+    from tensorboardX import SummaryWriter  # No TensorFlow needed.
+    self.tb = [SummaryWriter(os.path.join(run_dir(workdir, sp.run_id), "tb")) if self.lead
+               else None for sp in s.specs]
+    self.row0 = [{"run_id": sp.run_id, "phase": sp.phase, "size_name": sp.size,
+                  "n_params": s.counts["total"], "n_params_nonemb": s.counts["non_embedding"],
+                  "domain": s.data.domain or "", "ratio": float(sp.ratio),
+                  "cpt_seed": sp.cpt_seed if sp.phase == "cpt" else 0} for sp in s.specs]
+    self.own_bar = progress is None
+    if self.own_bar:
+      from tqdm.auto import tqdm
+      name = s.specs[0].run_id if s.k == 1 else f"{group_id(s.specs)} ({s.k} members)"
+      progress = tqdm(total=s.steps, initial=start, desc=name, unit="step", dynamic_ncols=True)
+    self.bar = progress
+    self.info = [self._info(sp, start) for sp in s.specs]
+
+  def _info(self, spec, start) -> dict:
+    s = self.s
+    info = {
+        "run_id": spec.run_id, "state": "running", "spec": dataclasses.asdict(spec),
+        "steps": s.steps, "warmup_steps": s.warmup_steps, "eval_every": s.eval_every,
+        "batch_size": s.phase.batch_size, "seq_len": s.data.seq_len, "data_source": s.source,
+        "data_seed": spec.data_seed, "data": dataclasses.asdict(s.data),
+        "vocab_size": s.cfg.vocab_size, "model": dataclasses.asdict(s.cfg),
+        "n_params": s.counts["total"], "n_params_nonemb": s.counts["non_embedding"],
+        "base_checkpoint": s.base_checkpoint, "mesh": dict(s.mesh.shape),
+        "versions": versions(), "resumed_from": start,
+        "group": group_id(s.specs) if s.k > 1 else None, "members": s.k,
+    }
+    d = run_dir(self.workdir, spec.run_id)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "config.gin"), "w") as f:
+      f.write(gin.operative_config_str())
+    _write_json(os.path.join(d, "run.json"), info)
+    return info
+
+  def _rows(self, rows):
+    if self.lead and rows:
+      results.append(self.workdir, rows)
+      for r in rows:
+        tb = self.tb[[i["run_id"] for i in self.info].index(r["run_id"])]
+        for name in ("general", "domain"):
+          v = r[f"{name}_loss"]
+          if math.isfinite(v):
+            tb.add_scalar(f"{r['split']}/{name}_loss", v, r["step"])
+
+  def _row(self, i, step, split, gen, dom, lr):
+    return dict(self.row0[i], step=step, tokens_seen=step * self.tokens_per_step, split=split,
+                general_loss=float(gen), domain_loss=float(dom), lr=float(lr),
+                wallclock=round(self.wallclock, 3))
+
+  def validation(self, step: int, losses_Kx2: np.ndarray) -> None:
+    lr = float(self.s.schedule(max(step - 1, 0)))
+    self._rows([self._row(i, step, "validation", *losses_Kx2[i], lr)
+                for i in range(self.s.k) if self.alive[i]])
+
+  def train(self, step: int, members: list[dict]) -> None:
+    """Host side of update `step` (one step behind the device): check, then log."""
+    rows = []
+    for i, m in enumerate(members):
+      if not self.alive[i]:
+        continue
+      bad = not (np.all(np.isfinite(m["loss"])) and np.all(np.isfinite(m["grad_norm"])))
+      if bad and self.s.k == 1:
+        train.check_finite(m, step)
+      if bad:
+        self.fail(i, f"non-finite loss or gradient at step {step}; this member stopped there "
+                     f"(the other members go on)", step - 1)
+        continue
+      per, cnt = np.asarray(m["loss_per_source"], np.float64), np.asarray(m["tokens_per_source"])
+      gen = per[GENERAL] if cnt[GENERAL] > 0 else float("nan")
+      dom = per[DOMAIN] if len(cnt) > 1 and cnt[DOMAIN] > 0 else float("nan")
+      rows.append(self._row(i, step, "train", gen, dom, m["lr"]))
+    self._rows(rows)
+    if not self.alive.any():
+      raise train.NonFiniteLossError(f"every member of {group_id(self.s.specs)} became "
+                                     f"non-finite (last at step {step})")
+    self.bar.update(1)
+    self.bar.set_postfix(loss=f"{float(np.mean(members[int(np.argmax(self.alive))]['loss'])):.3f}",
+                         refresh=False)
+
+  def fail(self, i: int, why: str, step: int | None = None) -> None:
+    """Member i stops here (its rows end before `step` + 1); the others go on."""
+    self.alive[i] = False
+    self.info[i].update(state="failed", error=why)
+    if step is not None:
+      self.info[i]["step"] = step
+    _write_json(os.path.join(run_dir(self.workdir, self.info[i]["run_id"]), "run.json"), self.info[i])
+    print(f"mixlaw: {self.info[i]['run_id']}: {why}", file=sys.stderr)
+
+  def close(self) -> None:
+    for tb in self.tb:
+      if tb is not None:
+        tb.close()
+    if self.own_bar:
+      self.bar.close()
+
+  def finish(self, start: int) -> list[dict]:
+    t = self.timers
+    total = t.data + t.step + t.eval + t.ckpt  # Compilation excluded.
+    steady = (self.s.steps - start - 1) * self.tokens_per_step
+    for i, info in enumerate(self.info):
+      if info["state"] == "failed":
+        continue
+      info.update({
+          "state": "done", "step": self.s.steps, "wallclock_s": round(self.wallclock, 3),
+          "timing_s": {k: round(v, 3) for k, v in dataclasses.asdict(t).items()},
+          "data_fraction": t.data / total if total else 0.0,
+          "eval_fraction": t.eval / total if total else 0.0,
+          # Per member; an ensemble's summed throughput is this times its live members.
+          "train_tokens_per_s": steady / t.step if t.step else 0.0,
+      })
+      d = run_dir(self.workdir, info["run_id"])
+      with open(os.path.join(d, "config.gin"), "w") as f:
+        f.write(gin.operative_config_str())
+      _write_json(os.path.join(d, "run.json"), info)
+    return self.info
+
+
+# ------------------------------------------------------------------------------ execution
+def execute(spec: RunSpec, workdir: str, *, base_checkpoint: str | None = None,
+            progress=None) -> dict:
+  """Runs (or resumes, or skips if done) one run; returns its summary (run.json content)."""
+  return execute_group([spec], workdir, base_checkpoint=base_checkpoint, progress=progress)[0]
+
+
+def execute_group(specs: list[RunSpec], workdir: str, *, base_checkpoint: str | None = None,
+                  progress=None) -> list[dict]:
+  """Runs K = len(specs) runs as one program (K > 1: CPT members of one size); returns their
+  summaries. A group whose members are all done (or failed) is skipped; otherwise it resumes
+  from its shared checkpoint (members that failed stay stopped).
+
+  Order: (1) check everything (nothing computed on bad input); (2) resume from the group's last
+  checkpoint if any, else (3) initialise (base) or restore the base params (CPT); (4) the loop.
+  """
+  status = [read_status(workdir, sp) for sp in specs]
+  if all(st["state"] in ("done", "failed") for st in status):
+    return status
+  s = prepare(specs, workdir, base_checkpoint)
+  prog = _Program(s)
+  ckpt = checkpoint.Checkpointer(s.ckpt_dir, max_to_keep=s.phase.keep_checkpoints)
+  start, wallclock = 0, 0.0
+  if ckpt.latest_step() is not None:  # (2) Resume: params, optimizer, step, data position.
+    state, position = ckpt.restore(prog.abstract_state())
+    start, wallclock = int(position["step"]), float(position.get("wallclock", 0.0))
+    prog.alive[:] = position.get("alive", [True] * s.k)
+  else:  # (3)
+    state = prog.initial_state()
+  for sp in specs:
+    results.truncate_run(workdir, sp.run_id, start if start else -1)
+  log = RunLog(s, workdir, start, wallclock, prog.alive, progress)
+  try:
+    for i in np.flatnonzero(~prog.alive):
+      log.fail(i, "non-finite before the checkpoint this run resumed from")
+    _loop(s, prog, state, start, log, ckpt)
+  finally:
+    ckpt.wait()
+    ckpt.close()
+    log.close()
+  return log.finish(start)
+
+
+def _loop(s: Setup, prog: _Program, state, start: int, log: RunLog, ckpt) -> None:
+  """Steps start+1 .. s.steps: train, log one step behind, evaluate, checkpoint."""
+  timers = log.timers
+
+  evals = [0]
+
+  def run_eval(step):
+    t = time.perf_counter()
+    losses = prog.evaluate(state.params)
+    if evals[0]:
+      timers.eval += time.perf_counter() - t
+    else:  # The first evaluation of a process compiles the eval step.
+      timers.compile += time.perf_counter() - t
+    evals[0] += 1
+    log.validation(step, losses)
+
+  if start == 0:
+    run_eval(0)
+  pending = None
+  t_run = time.perf_counter()
+  for step in range(start + 1, s.steps + 1):
+    t = time.perf_counter()
+    batch = prog.batch(step - 1)
+    timers.data += time.perf_counter() - t
+    t = time.perf_counter()
+    state, metrics = prog.step(state, batch)
+    if pending is not None:
+      log.train(pending[0], prog.member_metrics(pending[1]))
+    if step == start + 1:
+      jax.block_until_ready(metrics)
+      timers.compile += time.perf_counter() - t
+    else:
+      timers.step += time.perf_counter() - t
+    pending = (step, metrics)
+    is_eval = step % s.eval_every == 0 or step == s.steps
+    is_ckpt = step % s.phase.checkpoint_every == 0 or step == s.steps
+    if is_eval or is_ckpt:
+      t = time.perf_counter()
+      jax.block_until_ready(metrics)  # This step's compute belongs to the step timer.
+      timers.step += time.perf_counter() - t
+      log.train(step, prog.member_metrics(metrics))
+      pending = None
+      log.wallclock += time.perf_counter() - t_run
+      t_run = time.perf_counter()
+    if is_eval:
+      run_eval(step)
+    if is_ckpt:
+      t = time.perf_counter()
+      if not prog.stacked and not bool(_all_finite(state.params)):  # Never save a broken state.
+        raise train.NonFiniteLossError(
+            f"parameters became non-finite at step {step}; last good checkpoint kept in {s.ckpt_dir}")
+      ckpt.save(step, state, {"step": step, "wallclock": log.wallclock,
+                              "seeds": [sp.data_seed for sp in s.specs],
+                              "alive": [bool(a) for a in prog.alive]})
+      timers.ckpt += time.perf_counter() - t
+  log.wallclock += time.perf_counter() - t_run
 
 
 @jax.jit
@@ -216,215 +672,13 @@ def _all_finite(tree) -> jax.Array:
   return jax.tree.reduce(lambda a, x: a & jax.numpy.isfinite(x).all(), tree, True)
 
 
-def _evaluate(eval_step, params, val_batches, mesh) -> list[float]:
-  """Held-out loss per source (NaN where a source has no validation data)."""
-  losses = []
-  for batches in val_batches:
-    if not batches:
-      losses.append(float("nan"))
-      continue
-    tot = np.zeros(2)
-    for b in batches:
-      out = eval_step(params, sharding.shard_batch(b, mesh))
-      tot += np.stack([np.asarray(out["loss_sum_per_source"]), np.asarray(out["tokens_per_source"])])[:, :2].sum(1)
-    losses.append(float(tot[0] / tot[1]))
-  return losses
-
-
-def execute(spec: RunSpec, workdir: str, *, base_checkpoint: str | None = None,
-            progress=None) -> dict:
-  """Runs (or resumes, or skips if done) one run; returns its summary (run.json content)."""
-  spec.validate()
-  status = read_status(workdir, spec)
-  if status["state"] == "done":
-    return status
-  data = DataConfig()
-  with gin.config_scope(scope_of(spec.phase)):
-    phase = PhaseConfig()
-  mesh_cfg = MeshConfig()
-  rdir = run_dir(workdir, spec)
-  if spec.phase == "cpt":
-    base_checkpoint = base_checkpoint or os.path.join(
-        run_dir(workdir, RunSpec(spec.size, "base", 0.0, spec.seed)), "checkpoints")
-    if checkpoint.latest_step_in(base_checkpoint) is None:
-      raise RunError(f"CPT run {spec.run_id} needs the base checkpoint of size {spec.size}, "
-                     f"none found at {base_checkpoint} (run the base pretraining first)")
-
-  corpora = [data.general] + ([data.domain] if data.domain else [])
-  arrays_dir = resolve_arrays(data, corpora)
-  meta = arrays.read_meta(arrays_dir)
-  if int(meta["seq_len"]) != data.seq_len:
-    raise RunError(f"arrays at {arrays_dir} have seq_len {meta['seq_len']}, config says {data.seq_len}")
-  cfg = model_lib.get_config(spec.size, vocab_size=int(meta["vocab_size"]))
-  counts = model_lib.count_params(cfg)
-  steps = phase.num_steps(counts["non_embedding"], data.seq_len)
-  eval_every = phase.eval_interval(steps)
-
-  general_train = arrays.load_packed(arrays_dir, data.general, "train")
-  domain_train = arrays.load_packed(arrays_dir, data.domain, "train") if data.domain else None
-  if spec.ratio > 0 and domain_train is None:
-    raise RunError(f"ratio {spec.ratio} > 0 needs a domain corpus (DataConfig.domain)")
-  sampler = arrays.MixtureSampler(general_train, domain_train if spec.ratio > 0 else None,
-                                  spec.ratio, phase.batch_size, spec.seed)
-  val_batches = []
-  for src, corpus in ((GENERAL, data.general), (DOMAIN, data.domain)):
-    if corpus:
-      rows = arrays.load_packed(arrays_dir, corpus, "validation")
-      val_batches.append(arrays.validation_batches(rows, phase.batch_size, src)[:max(
-          1, -(-data.max_validation_rows // phase.batch_size))])
-    else:
-      val_batches.append([])
-
-  enable_compilation_cache()
-  sharding.maybe_initialize_distributed(mesh_cfg.distributed)
-  devices = jax.devices()[:mesh_cfg.num_devices] if mesh_cfg.num_devices else None
-  mesh = sharding.make_mesh(mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor, devices)
-  with gin.config_scope(scope_of(spec.phase)):
-    optimizer, schedule = optim.make_optimizer(
-        total_steps=steps, warmup_steps=phase.warmup_steps(steps))
-  ckpt = checkpoint.Checkpointer(os.path.join(rdir, "checkpoints"),
-                                 max_to_keep=phase.keep_checkpoints)
-  start, wallclock = 0, 0.0
-  if ckpt.latest_step() is not None:  # Resume: params, optimizer, step and data position.
-    state, position = ckpt.restore(train.abstract_state(cfg, optimizer, mesh))
-    start, wallclock = int(position["step"]), float(position.get("wallclock", 0.0))
-    results.truncate_run(workdir, spec.run_id, start)
-  else:
-    results.truncate_run(workdir, spec.run_id, -1)
-    if spec.phase == "cpt":  # Base params, fresh optimizer and schedule.
-      abstract = train.abstract_state(cfg, optimizer, mesh).params
-      params = checkpoint.restore_params(base_checkpoint, abstract)
-      state = train.state_from_params(params, optimizer, mesh, cfg)
-    else:
-      state = train.init_state(cfg, optimizer, mesh, spec.seed)
-  train_step = train.make_train_step(cfg, optimizer, mesh)
-  eval_step = train.make_eval_step(cfg, mesh)
-
-  os.makedirs(rdir, exist_ok=True)
-  with open(os.path.join(rdir, "config.gin"), "w") as f:
-    f.write(gin.operative_config_str())
-  info = {
-      "run_id": spec.run_id, "state": "running", "spec": dataclasses.asdict(spec),
-      "steps": steps, "eval_every": eval_every, "batch_size": phase.batch_size,
-      "seq_len": data.seq_len, "arrays_dir": arrays_dir, "data": dataclasses.asdict(data),
-      "vocab_size": cfg.vocab_size,
-      "model": dataclasses.asdict(cfg), "n_params": counts["total"],
-      "n_params_nonemb": counts["non_embedding"], "base_checkpoint": base_checkpoint,
-      "mesh": dict(mesh.shape), "versions": versions(), "resumed_from": start,
-  }
-  _write_json(os.path.join(rdir, "run.json"), info)
-
-  from tensorboardX import SummaryWriter  # No TensorFlow needed.
-  tb = SummaryWriter(os.path.join(rdir, "tb")) if jax.process_index() == 0 else None
-  tokens_per_step = phase.batch_size * data.seq_len
-  row0 = {"run_id": spec.run_id, "phase": spec.phase, "size_name": spec.size,
-          "n_params": counts["total"], "n_params_nonemb": counts["non_embedding"],
-          "domain": data.domain or "", "ratio": float(spec.ratio)}
-
-  def row(step, split, gen, dom, lr):
-    return dict(row0, step=step, tokens_seen=step * tokens_per_step, split=split,
-                general_loss=gen, domain_loss=dom, lr=lr, wallclock=round(wallclock, 3))
-
-  def log(rows):
-    if jax.process_index() == 0:
-      results.append(workdir, rows)
-      for r in rows:
-        for name, v in (("general", r["general_loss"]), ("domain", r["domain_loss"])):
-          if math.isfinite(v):
-            tb.add_scalar(f"{r['split']}/{name}_loss", v, r["step"])
-
-  timers = _Timers()
-
-  evals_done = [0]
-
-  def run_eval(step):
-    t = time.perf_counter()
-    gen, dom = _evaluate(eval_step, state.params, val_batches, mesh)
-    if evals_done[0]:
-      timers.eval += time.perf_counter() - t
-    else:  # The first evaluation of a process compiles the eval step.
-      timers.compile += time.perf_counter() - t
-    evals_done[0] += 1
-    log([row(step, "validation", gen, dom, float(schedule(max(step - 1, 0))))])
-    return gen, dom
-
-  if start == 0:
-    run_eval(0)
-  bar = progress
-  own_bar = bar is None
-  if own_bar:
-    from tqdm.auto import tqdm
-    bar = tqdm(total=steps, initial=start, desc=spec.run_id, unit="step", dynamic_ncols=True)
-
-  def finish_step(step, metrics):
-    """Host side of update `step`: check, log (one step behind the device)."""
-    m = jax.device_get(metrics)
-    train.check_finite(m, step)
-    per = np.asarray(m["loss_per_source"], np.float64)
-    cnt = np.asarray(m["tokens_per_source"])
-    gen = float(per[GENERAL]) if cnt[GENERAL] > 0 else float("nan")
-    dom = float(per[DOMAIN]) if len(cnt) > 1 and cnt[DOMAIN] > 0 else float("nan")
-    log([row(step, "train", gen, dom, float(m["lr"]))])
-    bar.update(1)
-    bar.set_postfix(loss=f"{float(m['loss']):.3f}", refresh=False)
-
-  pending = None
-  t_run = time.perf_counter()
-  try:
-    for step in range(start + 1, steps + 1):
-      t = time.perf_counter()
-      batch = sharding.shard_batch(sampler.batch(step - 1), mesh)
-      timers.data += time.perf_counter() - t
-      t = time.perf_counter()
-      state, metrics = train_step(state, batch)
-      if pending is not None:
-        finish_step(*pending)
-      if step == start + 1:
-        jax.block_until_ready(metrics)
-        timers.compile += time.perf_counter() - t
-      else:
-        timers.step += time.perf_counter() - t
-      pending = (step, metrics)
-      is_eval = step % eval_every == 0 or step == steps
-      is_ckpt = step % phase.checkpoint_every == 0 or step == steps
-      if is_eval or is_ckpt:
-        finish_step(*pending)
-        pending = None
-        wallclock += time.perf_counter() - t_run
-        t_run = time.perf_counter()
-      if is_eval:
-        run_eval(step)
-      if is_ckpt:
-        t = time.perf_counter()
-        if not bool(_all_finite(state.params)):  # Never checkpoint a broken state.
-          raise train.NonFiniteLossError(
-              f"parameters became non-finite at step {step}; last good checkpoint kept in "
-              f"{os.path.join(rdir, 'checkpoints')}")
-        ckpt.save(step, state, {"step": step, "wallclock": wallclock, "seed": spec.seed})
-        timers.ckpt += time.perf_counter() - t
-  finally:
-    ckpt.wait()
-    ckpt.close()
-    if tb is not None:
-      tb.close()
-    if own_bar:
-      bar.close()
-  wallclock += time.perf_counter() - t_run
-  total = timers.data + timers.step + timers.eval + timers.ckpt  # Compilation excluded.
-  info.update({
-      "state": "done", "step": steps, "wallclock_s": round(wallclock, 3),
-      "timing_s": {k: round(v, 3) for k, v in dataclasses.asdict(timers).items()},
-      "data_fraction": timers.data / total if total else 0.0,
-      "eval_fraction": timers.eval / total if total else 0.0,
-      "train_tokens_per_s": (steps - start - 1) * tokens_per_step / timers.step if timers.step else 0.0,
-  })
-  with open(os.path.join(rdir, "config.gin"), "w") as f:
-    f.write(gin.operative_config_str())
-  _write_json(os.path.join(rdir, "run.json"), info)
-  return info
-
-
 def reset(workdir: str, spec: RunSpec) -> None:
-  """Deletes a run's directory and rows (for --fresh)."""
-  shutil.rmtree(run_dir(workdir, spec), ignore_errors=True)
+  """Deletes a run's directory, its ensemble's checkpoints and its rows (for --fresh)."""
+  info_path = os.path.join(run_dir(workdir, spec.run_id), "run.json")
+  if os.path.exists(info_path):
+    with open(info_path) as f:
+      group = json.load(f).get("group")
+    if group:
+      shutil.rmtree(run_dir(workdir, group), ignore_errors=True)
+  shutil.rmtree(run_dir(workdir, spec.run_id), ignore_errors=True)
   results.truncate_run(workdir, spec.run_id, -1)

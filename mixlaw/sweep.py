@@ -1,7 +1,9 @@
-"""A sweep: for each size, base-pretrain once, then CPT at every ratio; resumable, self-describing.
+"""A sweep: for each size, base-pretrain once, then CPT at every ratio and CPT seed; resumable.
 
-Rerunning the same command resumes: finished runs are skipped, an interrupted run continues from
-its last checkpoint, and the results table keeps exactly one row per (run, step, split).
+CPT runs of one size share the base checkpoint and every shape; with `plan.ensemble` (default)
+they train as ensembles (`mixlaw.ensemble`): K members in one compiled program, chunked to fit
+memory. Rerunning the same command resumes: finished runs are skipped, interrupted ones continue
+from their last checkpoint, and the results table keeps exactly one row per (run, step, split).
 """
 
 from __future__ import annotations
@@ -11,80 +13,164 @@ import os
 
 import gin
 
+from mixlaw import ensemble
 from mixlaw import model as model_lib
 from mixlaw import run as run_lib
 
 
+class Plan(list):
+  """The planned RunSpecs, in execution order, with how to execute them."""
+
+  def __init__(self, specs, ensemble: bool, max_members: int, base_workdir: str | None):
+    super().__init__(specs)
+    self.ensemble, self.max_members = bool(ensemble), int(max_members)
+    self.base_workdir = base_workdir
+
+  def base_checkpoint(self, spec: run_lib.RunSpec) -> str | None:
+    """Where a CPT run's base model is: another workdir's (base_workdir), else this one's."""
+    if spec.phase != "cpt" or not self.base_workdir:
+      return None
+    return os.path.join(run_lib.run_dir(self.base_workdir, spec.base().run_id), "checkpoints")
+
+
 @gin.configurable
-def plan(sizes=gin.REQUIRED, ratios=gin.REQUIRED, seed: int = 0) -> list[run_lib.RunSpec]:
-  """Base runs then CPT runs, size by size, in the order they must execute."""
+def plan(sizes=gin.REQUIRED, ratios=gin.REQUIRED, seed: int = 0, cpt_seeds=(0,),
+         ensemble: bool = True, max_members: int = 0, base_workdir: str | None = None) -> Plan:
+  """Base runs then CPT runs (every ratio x CPT seed), size by size, in execution order.
+
+  ensemble: train a size's CPT runs as ensembles (K members per compiled program);
+  max_members: cap K (0: as many as fit in memory). Both only change how the runs execute,
+  not what they compute (ensemble members equal single runs to float rounding; tested).
+  base_workdir: take the base models from another sweep's workdir (e.g. a learning-rate pilot
+  or a second domain on the same bases); no base runs are then planned here.
+  """
   if not sizes:
     raise run_lib.RunError("sweep needs at least one size (plan.sizes)")
   if not ratios:
     raise run_lib.RunError("sweep needs at least one ratio (plan.ratios)")
+  if not cpt_seeds or len(set(cpt_seeds)) != len(cpt_seeds):
+    raise run_lib.RunError(f"plan.cpt_seeds must be distinct and non-empty, got {cpt_seeds}")
   specs = []
   for size in sizes:
-    specs.append(run_lib.RunSpec(size, "base", 0.0, seed))
-    specs += [run_lib.RunSpec(size, "cpt", float(r), seed) for r in ratios]
-  for s in specs:  # Every bad size or ratio is reported before any compute is spent.
+    if not base_workdir:
+      specs.append(run_lib.RunSpec(size, "base", 0.0, seed))
+    specs += [run_lib.RunSpec(size, "cpt", float(r), seed, int(c))
+              for r in ratios for c in cpt_seeds]
+  for s in specs:  # Every bad size, ratio or seed is reported before any compute is spent.
     s.validate()
-  return specs
+  return Plan(specs, ensemble, max_members, base_workdir)
 
 
-def _steps(spec: run_lib.RunSpec, data: run_lib.DataConfig, vocab_size: int) -> int:
-  with gin.config_scope(run_lib.scope_of(spec.phase)):
-    phase = run_lib.PhaseConfig()
-  cfg = model_lib.get_config(spec.size, vocab_size=vocab_size)
-  return phase.num_steps(model_lib.count_params(cfg)["non_embedding"], data.seq_len)
+@gin.configurable
+def fit_options(**options) -> dict:
+  """The experiment's fit settings (bind e.g. `fit_options.n_boot = 200` in its gin file),
+  stored in WORKDIR/sweep.json so `mixlaw fit` and `mixlaw report` apply them; what is not
+  bound takes the laws' defaults."""
+  return dict(options)
 
 
-def status(workdir: str) -> list[dict]:
-  """One line per planned run: id, state, steps done / planned."""
-  specs = plan()
+def groups(specs: Plan, workdir: str, vocab_size: int,
+           data: run_lib.DataConfig) -> list[list[run_lib.RunSpec]]:
+  """Execution units: each base run alone, then its size's unfinished CPT runs, as ensembles of
+  at most max_members (memory) when specs.ensemble, else one by one."""
   out = []
-  for s in specs:
-    st = run_lib.read_status(workdir, s)
-    out.append({"run_id": s.run_id, "state": st["state"], "step": st.get("step", 0),
-                "steps": st.get("steps"), "wallclock_s": st.get("wallclock_s")})
+  for size in dict.fromkeys(s.size for s in specs):
+    out += [[s] for s in specs if s.size == size and s.phase == "base"]
+    cpt = [s for s in specs if s.size == size and s.phase == "cpt"
+           and run_lib.read_status(workdir, s)["state"] != "done"]
+    if not specs.ensemble:
+      out += [[s] for s in cpt]
+      continue
+    cfg = model_lib.get_config(size, vocab_size=vocab_size)
+    batch = run_lib.phase_config("cpt").batch_size
+    k = ensemble.max_members(cfg, batch, data.seq_len, specs.max_members)
+    n_chunks = -(-len(cpt) // k) if cpt else 0
+    for i in range(n_chunks):  # Even chunks: K = 7 as 4 + 3, not 6 + 1.
+      out.append(cpt[i * len(cpt) // n_chunks:(i + 1) * len(cpt) // n_chunks])
   return out
 
 
-def execute(workdir: str, *, fresh: bool = False, show_progress: bool = True) -> list[dict]:
-  """Runs every planned run not yet done; returns their summaries."""
+def status(workdir: str) -> list[dict]:
+  """One line per planned run: id, R, CPT seed, state, steps done / planned."""
+  out = []
+  for s in plan():
+    st = run_lib.read_status(workdir, s)
+    out.append({"run_id": s.run_id, "ratio": s.ratio if s.phase == "cpt" else None,
+                "cpt_seed": s.cpt_seed if s.phase == "cpt" else None, "state": st["state"],
+                "step": st.get("step", 0), "steps": st.get("steps"),
+                "wallclock_s": st.get("wallclock_s"), "group": st.get("group")})
+  return out
+
+
+def execute(workdir: str, *, fresh: bool = False, show_progress: bool = True,
+            phase: str = "all") -> list[dict]:
+  """Runs every planned run not yet done (phase 'base' or 'cpt': only those); returns their
+  summaries."""
+  if phase not in ("all", "base", "cpt"):
+    raise run_lib.RunError(f"phase must be 'all', 'base' or 'cpt', got {phase!r}")
   specs = plan()
   data = run_lib.DataConfig()
   os.makedirs(workdir, exist_ok=True)
   if fresh:
     for s in specs:
       run_lib.reset(workdir, s)
-  corpora = [data.general] + ([data.domain] if data.domain else [])
-  arrays_dir = run_lib.resolve_arrays(data, corpora)  # Bad corpora fail here, before training.
-  from mixlaw import arrays
-  vocab_size = int(arrays.read_meta(arrays_dir)["vocab_size"])
-  steps = {s.run_id: _steps(s, data, vocab_size) for s in specs}
-  states = {s.run_id: run_lib.read_status(workdir, s) for s in specs}
-  done = {k: steps[k] if st["state"] == "done" else st["step"] for k, st in states.items()}
+  if data.backend == "seqio":
+    from mixlaw import data as data_lib
+    vocab_size = data_lib.vocab_size(data.vocab_name, data.data_dir)
+  else:  # Missing arrays or corpora fail here, before training.
+    from mixlaw import arrays
+    vocab_size = int(arrays.read_meta(run_lib.resolve_arrays(data))["vocab_size"])
+  steps = {s.run_id: run_lib.phase_steps(s, data, vocab_size) for s in specs}
+  units = [g for g in groups(specs, workdir, vocab_size, data)
+           if phase == "all" or g[0].phase == phase]
   with open(os.path.join(workdir, "sweep.json"), "w") as f:
     json.dump({"runs": [s.run_id for s in specs], "steps": steps,
-               "config": gin.config_str()}, f, indent=2)
-
+               "groups": [[s.run_id for s in g] for g in units],
+               "ensemble": specs.ensemble, "max_members": specs.max_members,
+               "base_workdir": specs.base_workdir,
+               "fit_options": fit_options(), "config": gin.config_str()}, f, indent=2)
+  todo = [s for g in units for s in g]
+  states = {s.run_id: run_lib.read_status(workdir, s) for s in todo}
+  done = sum(steps[k] if st["state"] in ("done", "failed") else st.get("step", 0)
+             for k, st in states.items())
   from tqdm.auto import tqdm
-  bar = tqdm(total=sum(steps.values()), initial=sum(done.values()), unit="step",
-             dynamic_ncols=True, disable=not show_progress)
+  bar = tqdm(total=sum(steps[s.run_id] for s in todo), initial=done, unit="run-step",
+             dynamic_ncols=True,
+             disable=not show_progress)
   summaries = []
   try:
-    for i, s in enumerate(specs):
-      bar.set_description(f"[{i + 1}/{len(specs)}] {s.run_id}")
-      summaries.append(run_lib.execute(s, workdir, progress=bar))
+    for i, g in enumerate(units):
+      name = g[0].run_id if len(g) == 1 else f"{run_lib.group_id(g)} (K={len(g)})"
+      bar.set_description(f"[{i + 1}/{len(units)}] {name}")
+      summaries += run_lib.execute_group(g, workdir, base_checkpoint=specs.base_checkpoint(g[0]),
+                                         progress=_Scaled(bar, len(g)))
   finally:
     bar.close()
   return summaries
 
 
+class _Scaled:
+  """A progress bar view that counts each ensemble step as K run-steps."""
+
+  def __init__(self, bar, k: int):
+    self.bar, self.k = bar, k
+
+  def update(self, n: int = 1) -> None:
+    self.bar.update(n * self.k)
+
+  def set_postfix(self, **kw) -> None:
+    self.bar.set_postfix(**kw)
+
+  def close(self) -> None:
+    pass
+
+
 def format_status(rows: list[dict]) -> str:
-  lines = [f"{'run':34s} {'state':8s} {'step':>12s} {'wall s':>8s}"]
+  lines = [f"{'run':30s} {'R':>7s} {'seed':>4s} {'state':8s} {'step':>12s} {'wall s':>8s}"]
   for r in rows:
     steps = f"{r['step']}/{r['steps']}" if r.get("steps") else str(r["step"])
     wall = f"{r['wallclock_s']:.0f}" if r.get("wallclock_s") else ""
-    lines.append(f"{r['run_id']:34s} {r['state']:8s} {steps:>12s} {wall:>8s}")
+    ratio = f"{r['ratio']:.4f}" if r.get("ratio") is not None else "base"
+    seed = str(r["cpt_seed"]) if r.get("cpt_seed") is not None else ""
+    lines.append(f"{r['run_id']:30s} {ratio:>7s} {seed:>4s} {r['state']:8s} {steps:>12s} {wall:>8s}")
   return "\n".join(lines)

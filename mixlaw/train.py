@@ -14,6 +14,7 @@ from flax import nnx
 
 from mixlaw import optim, sharding
 from mixlaw.model import ModelConfig, Transformer
+from mixlaw.errors import MixlawError
 
 BATCH_KEYS = ('inputs', 'targets', 'segment_ids', 'positions', 'weights', 'source')
 
@@ -27,7 +28,7 @@ class TrainState(NamedTuple):
     return self._replace(**fields)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(MixlawError, RuntimeError):
   """The loss became NaN or Inf."""
 
 
@@ -167,13 +168,8 @@ def _select(batch):
   return {k: batch[k] for k in BATCH_KEYS}
 
 
-def make_train_step(cfg: ModelConfig, optimizer, mesh, num_sources: int = 2):
-  """Jitted (state, batch) -> (state, metrics); the state is donated.
-
-  metrics: loss (mean over all real tokens), loss_per_source [S] (0 where the source has no
-  tokens in the batch), tokens_per_source [S], grad_norm (before clipping), lr (of this update).
-  Rows whose source is outside [0, S) count in `loss` only.
-  """
+def step_fn(cfg: ModelConfig, optimizer, mesh, num_sources: int = 2):
+  """The pure (state, batch) -> (state, metrics) update of one run (jit or vmap it)."""
   def step(state, batch):
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
       grad_fn = jax.value_and_grad(loss_terms, has_aux=True)
@@ -185,22 +181,39 @@ def make_train_step(cfg: ModelConfig, optimizer, mesh, num_sources: int = 2):
                'lr': jnp.asarray(optim.current_lr(opt_state), jnp.float32)}
     return TrainState(params, opt_state, state.step + 1), metrics
 
+  return step
+
+
+def make_train_step(cfg: ModelConfig, optimizer, mesh, num_sources: int = 2):
+  """Jitted (state, batch) -> (state, metrics); the state is donated.
+
+  metrics: loss (mean over all real tokens), loss_per_source [S] (0 where the source has no
+  tokens in the batch), tokens_per_source [S], grad_norm (before clipping), lr (of this update).
+  Rows whose source is outside [0, S) count in `loss` only.
+  """
   state_sh = state_shardings(cfg, optimizer, mesh)
-  jitted = jax.jit(step, in_shardings=(state_sh, _batch_shardings(mesh)),
+  jitted = jax.jit(step_fn(cfg, optimizer, mesh, num_sources),
+                   in_shardings=(state_sh, _batch_shardings(mesh)),
                    out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=(0,))
   train_step = lambda state, batch: jitted(state, _select(batch))
   train_step.jitted = jitted  # for .lower() / cost analysis
   return train_step
 
 
-def make_eval_step(cfg: ModelConfig, mesh, num_sources: int = 2):
-  """Jitted (params, batch) -> {'loss_sum_per_source': [S], 'tokens_per_source': [S]}."""
+def eval_fn(cfg: ModelConfig, mesh, num_sources: int = 2):
+  """The pure (params, batch) -> {'loss_sum_per_source': [S], 'tokens_per_source': [S]}."""
   def step(params, batch):
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
       _, (loss_sum_S, tokens_S) = loss_terms(params, batch, cfg, num_sources)
     return {'loss_sum_per_source': loss_sum_S, 'tokens_per_source': tokens_S}
 
-  jitted = jax.jit(step, in_shardings=(param_shardings(cfg, mesh), _batch_shardings(mesh)),
+  return step
+
+
+def make_eval_step(cfg: ModelConfig, mesh, num_sources: int = 2):
+  """Jitted (params, batch) -> {'loss_sum_per_source': [S], 'tokens_per_source': [S]}."""
+  jitted = jax.jit(eval_fn(cfg, mesh, num_sources),
+                   in_shardings=(param_shardings(cfg, mesh), _batch_shardings(mesh)),
                    out_shardings=sharding.replicated(mesh))
   eval_step = lambda params, batch: jitted(params, _select(batch))
   eval_step.jitted = jitted

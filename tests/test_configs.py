@@ -28,7 +28,7 @@ def test_gin_file_parses(path):
 def test_experiment_builds_its_runs(path):
   _parse(path)
   specs = sweep.plan()
-  assert specs and specs[0].phase == "base"
+  assert specs and (specs[0].phase == "base") == (specs.base_workdir is None)
   data = run.DataConfig()
   for spec in specs:
     cfg = model.get_config(spec.size, vocab_size=8192)
@@ -39,8 +39,33 @@ def test_experiment_builds_its_runs(path):
       optimizer, schedule = optim.make_optimizer(total_steps=steps,
                                                  warmup_steps=phase.warmup_steps(steps))
     assert steps >= 1 and float(schedule(0)) > 0
-    if spec.phase == "cpt" and "demo" not in path:  # >= 50 validation points per CPT run.
-      assert steps // phase.eval_interval(steps) >= 50
+    if spec.phase == "cpt" and "demo" not in path:  # >= 20 validation points per CPT run.
+      assert steps // phase.eval_interval(steps) >= 20
+
+
+def test_the_powered_cpu_experiment_meets_its_design_gates():
+  """experiments/cmr_cpu.gin: >= 4 sizes over >= 16x non-embedding parameters, one base token
+  budget for all, CPT >= 10% of it per run, the 7 ratios with R = 0, >= 2 CPT seeds, >= 20
+  validation points per run; its pilot reuses its bases."""
+  _parse(os.path.join(ROOT, "experiments", "cmr_cpu.gin"))
+  specs, data = sweep.plan(), run.DataConfig()
+  vocab = 1024
+  sizes = list(dict.fromkeys(s.size for s in specs))
+  n = [model.count_params(model.get_config(s, vocab_size=vocab))["non_embedding"] for s in sizes]
+  assert len(sizes) >= 4 and max(n) / min(n) >= 16 and n == sorted(n)
+  tokens = lambda s: run.phase_steps(s, data, vocab) * run.phase_config(s.phase).batch_size
+  (base,) = {tokens(s) for s in specs if s.phase == "base"}
+  cpt = [s for s in specs if s.phase == "cpt"]
+  (cpt_tokens,) = {tokens(s) for s in cpt}
+  assert cpt_tokens >= 0.1 * base
+  assert sorted({s.ratio for s in cpt}) == [0.0, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0]
+  assert {s.cpt_seed for s in cpt} == {0, 1} and specs.ensemble
+  steps = run.phase_steps(cpt[0], data, vocab)
+  assert steps // run.phase_config("cpt").eval_interval(steps) >= 20
+  _parse(os.path.join(ROOT, "experiments", "cmr_cpu_pilot.gin"))
+  pilot = sweep.plan()
+  assert pilot.base_workdir and all(s.phase == "cpt" for s in pilot)
+  assert {s.ratio for s in pilot} == {0.0, 1.0}
 
 
 def test_default_eval_cadence_gives_50_validation_points():

@@ -212,3 +212,37 @@ def test_tfds_corpora(tmp_path, data_dir):
   out = data.prepare_arrays(["text", "tgen"], data_dir=data_dir, seq_len=L, vocab_name="byte")
   a, b = (arrays.load_packed(out, c, "train").targets_NxL for c in ("text", "tgen"))
   assert np.array_equal(a, b)
+
+
+def test_trainer_trains_from_the_seqio_mixture(data_dir, byte_arrays, tmp_path):
+  """DataConfig.backend = 'seqio': a base run and an ensemble of CPT runs train from the seqio
+  Mixture and give the rows the arrays backend gives."""
+  import gin
+
+  from mixlaw import results, sweep
+
+  def run_sweep(backend, workdir):
+    gin.clear_config()
+    gin.parse_config_files_and_bindings([], [
+        f"DataConfig.data_dir = '{data_dir}'", f"DataConfig.arrays_dir = '{byte_arrays}'",
+        f"DataConfig.seq_len = {L}", "DataConfig.vocab_name = 'byte'",
+        "DataConfig.general = 'tgen'", "DataConfig.domain = 'tdom'",
+        "DataConfig.max_validation_rows = 8", f"DataConfig.backend = '{backend}'",
+        "plan.sizes = ['cpu_xs']", "plan.ratios = [0.5, 1.0]",
+        "pretrain/PhaseConfig.steps = 4", "cpt/PhaseConfig.steps = 3",
+        "pretrain/PhaseConfig.batch_size = 4", "cpt/PhaseConfig.batch_size = 4",
+        "pretrain/PhaseConfig.eval_every = 2", "cpt/PhaseConfig.eval_every = 1",
+        "MeshConfig.num_devices = 2"], finalize_config=False)
+    sweep.execute(str(workdir), show_progress=False)
+    return results.read_rows(str(workdir))
+
+  a = run_sweep("arrays", tmp_path / "arrays")
+  b = run_sweep("seqio", tmp_path / "seqio")
+  gin.clear_config()
+  assert [(r["run_id"], r["step"], r["split"]) for r in a] == [
+      (r["run_id"], r["step"], r["split"]) for r in b]
+  assert any(r["run_id"] == "cpt_cpu_xs_r0.5000_s0" for r in b)
+  for x, y in zip(a, b):
+    for c in ("general_loss", "domain_loss"):
+      assert np.isnan(x[c]) == np.isnan(y[c])
+      assert np.isnan(x[c]) or abs(x[c] - y[c]) <= 1e-6, (x, y)

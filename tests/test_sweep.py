@@ -81,9 +81,9 @@ def test_tiny_sweep_produces_full_table_and_rerun_is_noop(arrays_dir, tmp_path):
   by_run = {}
   for r in rows:
     by_run.setdefault(r["run_id"], []).append(r)
-  assert sorted(by_run) == sorted(["base_cpu_xs", "base_cpu_s", "cpt_cpu_xs_r0.2500",
-                                   "cpt_cpu_xs_r1.0000", "cpt_cpu_s_r0.2500",
-                                   "cpt_cpu_s_r1.0000"])
+  assert sorted(by_run) == sorted(["base_cpu_xs", "base_cpu_s", "cpt_cpu_xs_r0.2500_s0",
+                                   "cpt_cpu_xs_r1.0000_s0", "cpt_cpu_s_r0.2500_s0",
+                                   "cpt_cpu_s_r1.0000_s0"])
   for run_id, rs in by_run.items():
     steps = 6 if run_id.startswith("base") else 4
     train = sorted(r["step"] for r in rs if r["split"] == "train")
@@ -98,26 +98,30 @@ def test_tiny_sweep_produces_full_table_and_rerun_is_noop(arrays_dir, tmp_path):
   # CPT starts from the base model: its step-0 validation losses equal the base's final ones.
   base_final = [r for r in by_run["base_cpu_s"] if r["split"] == "validation" and r["step"] == 6][0]
   for ratio in ("0.2500", "1.0000"):
-    cpt0 = [r for r in by_run[f"cpt_cpu_s_r{ratio}"] if r["split"] == "validation" and r["step"] == 0][0]
+    cpt0 = [r for r in by_run[f"cpt_cpu_s_r{ratio}_s0"] if r["split"] == "validation" and r["step"] == 0][0]
     assert cpt0["general_loss"] == pytest.approx(base_final["general_loss"], abs=1e-6)
     assert cpt0["domain_loss"] == pytest.approx(base_final["domain_loss"], abs=1e-6)
   # R = 1 trains on domain rows only: its train rows have no general loss.
-  r1 = [r for r in by_run["cpt_cpu_xs_r1.0000"] if r["split"] == "train"]
+  r1 = [r for r in by_run["cpt_cpu_xs_r1.0000_s0"] if r["split"] == "train"]
   assert all(math.isnan(r["general_loss"]) and math.isfinite(r["domain_loss"]) for r in r1)
   # Self-describing workdir, operative config and versions per run.
   assert all(s["state"] == "done" for s in sweep.status(str(tmp_path)))
-  info = json.load(open(tmp_path / "runs" / "cpt_cpu_s_r0.2500" / "run.json"))
+  info = json.load(open(tmp_path / "runs" / "cpt_cpu_s_r0.2500_s0" / "run.json"))
   assert info["versions"]["jax"] and info["spec"]["seed"] == 0
   assert "cpt/make_optimizer.peak_lr = 0.001" in open(
-      tmp_path / "runs" / "cpt_cpu_s_r0.2500" / "config.gin").read()
+      tmp_path / "runs" / "cpt_cpu_s_r0.2500_s0" / "config.gin").read()
   # Rerunning the finished sweep changes nothing.
   before = open(results.table_path(str(tmp_path))).read()
   sweep.execute(str(tmp_path), show_progress=False)
   assert open(results.table_path(str(tmp_path))).read() == before
 
 
-def test_kill_and_resume_matches_uninterrupted_run(arrays_dir, tmp_path):
-  bindings = _bindings(arrays_dir, sizes=("cpu_xs",), ratios=(0.5,), base_steps=12, cpt_steps=30)
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_kill_and_resume_matches_uninterrupted_run(arrays_dir, tmp_path, ensemble):
+  """kill -9 in the middle of CPT (a single run, or a 2-member ensemble), then rerun: the same rows
+  as an uninterrupted sweep, nothing duplicated or missing."""
+  bindings = _bindings(arrays_dir, sizes=("cpu_xs",), ratios=(0.5,), base_steps=12, cpt_steps=30,
+                       extra=(f"plan.ensemble = {ensemble}", "plan.cpt_seeds = [0, 1]"))
   clean, killed = tmp_path / "clean", tmp_path / "killed"
   _configure(bindings)
   sweep.execute(str(clean), show_progress=False)
@@ -127,16 +131,20 @@ def test_kill_and_resume_matches_uninterrupted_run(arrays_dir, tmp_path):
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 240
-  while time.time() < deadline and proc.poll() is None:  # Kill once the CPT run checkpointed.
-    ck = killed / "runs" / "cpt_cpu_xs_r0.5000" / "checkpoints"
-    if ck.exists() and any(p.name.isdigit() and int(p.name) >= 6 for p in ck.iterdir()):
+  first = run.RunSpec("cpu_xs", "cpt", 0.5, cpt_seed=0)
+  while time.time() < deadline and proc.poll() is None:  # Kill once a CPT checkpoint exists.
+    st = run.read_status(str(killed), first)
+    if st["state"] == "partial" and st["step"] >= 6:
       break
     time.sleep(0.05)
   assert proc.poll() is None, "the sweep ended before it could be killed; make it longer"
   os.kill(proc.pid, signal.SIGKILL)
   proc.wait()
-  state = run.read_status(str(killed), run.RunSpec("cpu_xs", "cpt", 0.5))
+  state = run.read_status(str(killed), first)
   assert state["state"] == "partial" and 0 < state["step"] < 30
+  assert (state["group"] is not None) == ensemble
+  status = sweep.format_status(sweep.status(str(killed)))
+  assert re.search(r"cpt_cpu_xs_r0.5000_s1\s+0.5000\s+1\s", status), status
 
   rc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
   assert rc.returncode == 0, rc.stderr[-2000:]
@@ -144,9 +152,62 @@ def test_kill_and_resume_matches_uninterrupted_run(arrays_dir, tmp_path):
   assert len(_keys(raw)) == len(set(_keys(raw))), "duplicate rows in the results table"
   a, b = results.read_rows(str(clean)), results.read_rows(str(killed))
   assert _keys(a) == _keys(b)
+  assert {r["cpt_seed"] for r in b if r["phase"] == "cpt"} == {0, 1}
   for x, y in zip(a, b):
     for c in ("general_loss", "domain_loss"):
       assert (math.isnan(x[c]) and math.isnan(y[c])) or abs(x[c] - y[c]) <= 1e-6, (x, y)
+
+
+def test_ensemble_member_equals_the_run_trained_alone(arrays_dir, tmp_path):
+  """Same base, same batches: an ensemble member's losses equal the single run's within 1e-5
+  for the first 20 steps and 1e-3 after 100; CPT seeds give different data orders."""
+  rows = {}
+  for ens in (True, False):
+    _configure(_bindings(arrays_dir, sizes=("cpu_xs",), ratios=(0.25, 1.0), base_steps=6,
+                         cpt_steps=100, extra=(f"plan.ensemble = {ens}", "plan.cpt_seeds = [0, 3]",
+                                               "cpt/PhaseConfig.eval_every = 50",
+                                               "cpt/PhaseConfig.checkpoint_every = 100")))
+    sweep.execute(str(tmp_path / str(ens)), show_progress=False)
+    rows[ens] = {(r["run_id"], r["step"], r["split"]): r for r in results.read_rows(
+        str(tmp_path / str(ens)))}
+  assert rows[True].keys() == rows[False].keys()
+  groups = json.load(open(tmp_path / "True" / "sweep.json"))["groups"]
+  assert [len(g) for g in groups] == [1, 4]
+  for key, r in rows[True].items():
+    tol = 1e-5 if key[1] <= 20 else 1e-3
+    for c in ("general_loss", "domain_loss"):
+      x, y = r[c], rows[False][key][c]
+      assert (math.isnan(x) and math.isnan(y)) or abs(x - y) <= tol, (key, c, x, y)
+  a = [rows[True][("cpt_cpu_xs_r0.2500_s0", s, "train")]["domain_loss"] for s in range(1, 21)]
+  b = [rows[True][("cpt_cpu_xs_r0.2500_s3", s, "train")]["domain_loss"] for s in range(1, 21)]
+  assert a != b  # Seeds 0 and 3 see different batches from the same base model.
+
+
+def test_a_member_that_turns_nan_stops_only_itself(arrays_dir, tmp_path, monkeypatch):
+  from mixlaw import ensemble
+  real = ensemble.state_from_params
+
+  def poisoned(*args, **kwargs):  # Member 1 starts from non-finite parameters.
+    state = real(*args, **kwargs)
+    return state._replace(params=jax.tree.map(lambda x: x.at[1].set(np.nan), state.params))
+
+  monkeypatch.setattr(ensemble, "state_from_params", poisoned)
+  _configure(_bindings(arrays_dir, sizes=("cpu_xs",), ratios=(0.25, 0.5, 1.0), cpt_steps=6))
+  sweep.execute(str(tmp_path), show_progress=False)
+  status = {s["run_id"]: s["state"] for s in sweep.status(str(tmp_path))}
+  assert status == {"base_cpu_xs": "done", "cpt_cpu_xs_r0.2500_s0": "done",
+                    "cpt_cpu_xs_r0.5000_s0": "failed", "cpt_cpu_xs_r1.0000_s0": "done"}
+  info = json.load(open(tmp_path / "runs" / "cpt_cpu_xs_r0.5000_s0" / "run.json"))
+  assert "non-finite" in info["error"]
+  rows = results.read_rows(str(tmp_path))
+  assert not [r for r in rows if r["run_id"] == "cpt_cpu_xs_r0.5000_s0" and r["split"] == "train"]
+  for rid in ("cpt_cpu_xs_r0.2500_s0", "cpt_cpu_xs_r1.0000_s0"):
+    train_rows = [r for r in rows if r["run_id"] == rid and r["split"] == "train"]
+    assert len(train_rows) == 6 and all(math.isfinite(r["domain_loss"]) for r in train_rows)
+  # Rerunning skips the finished group; the failed member stays failed.
+  before = open(results.table_path(str(tmp_path))).read()
+  sweep.execute(str(tmp_path), show_progress=False)
+  assert open(results.table_path(str(tmp_path))).read() == before
 
 
 def test_bad_inputs_fail_before_compute(arrays_dir, tmp_path):
@@ -155,6 +216,9 @@ def test_bad_inputs_fail_before_compute(arrays_dir, tmp_path):
     sweep.execute(str(tmp_path), show_progress=False)
   _configure(_bindings(arrays_dir, ratios=(0.5, 1.5)))
   with pytest.raises(run.RunError, match=r"\[0, 1\]"):
+    sweep.execute(str(tmp_path), show_progress=False)
+  _configure(_bindings(arrays_dir, extra=("plan.cpt_seeds = [0, 0]",)))
+  with pytest.raises(run.RunError, match="cpt_seeds"):
     sweep.execute(str(tmp_path), show_progress=False)
   _configure(_bindings(arrays_dir))
   with pytest.raises(run.RunError, match="base checkpoint"):

@@ -14,12 +14,13 @@ import re
 import gin
 
 from mixlaw.corpora.sources import KNOWN_CORPORA, Source, sources_of
+from mixlaw.errors import MixlawError
 
 TFDS_BUILDER = "mixlaw_text"  # The TFDS builder holding built-in and user-file corpora.
 TFDS_VERSION = "1.0.0"
 
 
-class DataError(ValueError):
+class DataError(MixlawError, ValueError):
   """A bad data input (unknown/empty/unbuilt corpus, missing file, bad ratio...): nothing ran."""
 
 

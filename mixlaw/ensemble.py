@@ -1,0 +1,127 @@
+"""K CPT members of one size in one compiled program: stacked state, vmapped train and eval steps.
+
+CPT runs of one size share the base checkpoint and every shape, so their parameters and optimizer
+states stack along a leading member axis K and one jitted step trains them all (`jax.vmap` of
+the single-run step). Each member gets its own batch (its R and data-order seed): batches are
+[K, B, L], rows split over the mesh's data axes inside every member. A member whose loss or
+gradient turns non-finite keeps its last good state (it is frozen in the step) and the host
+stops logging it; the others go on. On CPU the stacked step costs what K single steps cost, and
+the ensemble saves the per-run overhead (compile, restore, evals, checkpoints); on GPU/TPU, where
+tiny models are dispatch-bound, it is the main lever.
+"""
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from mixlaw import sharding, train
+from mixlaw.model import ModelConfig
+
+MEMORY_FRACTION = 0.5  # Of host RAM (CPU) or device memory that one chunk of members may use.
+
+
+def _stack_sharding(s: NamedSharding) -> NamedSharding:
+  return NamedSharding(s.mesh, P(None, *s.spec))
+
+
+def state_shardings(cfg: ModelConfig, optimizer, mesh) -> train.TrainState:
+  """Single-run shardings with an unsharded leading member axis."""
+  return jax.tree.map(_stack_sharding, train.state_shardings(cfg, optimizer, mesh))
+
+
+def abstract_state(cfg: ModelConfig, optimizer, mesh, k: int) -> train.TrainState:
+  """Stacked ShapeDtypeStructs with shardings (a restore template)."""
+  one = jax.eval_shape(lambda: train._init_state(cfg, optimizer, 0))
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct((k,) + a.shape, a.dtype, sharding=s),
+                      one, state_shardings(cfg, optimizer, mesh))
+
+
+def state_from_params(params, optimizer, mesh, cfg: ModelConfig, k: int) -> train.TrainState:
+  """K copies of the (base) params, each with a fresh optimizer state and step 0."""
+  sh = state_shardings(cfg, optimizer, mesh)
+
+  def make(p):
+    p_K = jax.tree.map(lambda x: jnp.broadcast_to(x, (k,) + x.shape), p)
+    return train.TrainState(p_K, jax.vmap(optimizer.init)(p_K), jnp.zeros((k,), jnp.int32))
+
+  with jax.set_mesh(mesh):
+    return jax.jit(make, in_shardings=(train.param_shardings(cfg, mesh),), out_shardings=sh)(params)
+
+
+def _batch_shardings(mesh):
+  """[K, B, ...] batches: rows (axis 1) over the data axes."""
+  return {k: NamedSharding(mesh, P(None, ('data', 'fsdp'), *([None] * (0 if k == 'source' else 1))))
+          for k in train.BATCH_KEYS}
+
+
+def shard_batch(batch_K: dict, mesh) -> dict:
+  """Host [K, B, ...] numpy batch -> global arrays (single process)."""
+  sh = _batch_shardings(mesh)
+  return {k: jax.device_put(np.asarray(batch_K[k]), sh[k]) for k in train.BATCH_KEYS}
+
+
+def stack_batches(batches: list[dict]) -> dict:
+  return {k: np.stack([b[k] for b in batches]) for k in train.BATCH_KEYS}
+
+
+def make_train_step(cfg: ModelConfig, optimizer, mesh, num_sources: int = 2):
+  """Jitted (state_K, batch_K, alive_K) -> (state_K, metrics_K); the state is donated.
+
+  Per member exactly the single-run step (`train.step_fn`). A member that is not alive, or whose
+  update is non-finite, keeps its previous state; metrics_K['ok'] says which updates applied.
+  """
+  one = train.step_fn(cfg, optimizer, mesh, num_sources)
+
+  def step(state, batch, alive):
+    new, metrics = jax.vmap(one)(state, batch)
+    ok = alive & jnp.isfinite(metrics['loss']) & jnp.isfinite(metrics['grad_norm'])
+    keep = lambda n, o: jnp.where(ok.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
+    return jax.tree.map(keep, new, state), dict(metrics, ok=ok)
+
+  sh = state_shardings(cfg, optimizer, mesh)
+  rep = sharding.replicated(mesh)
+  return jax.jit(step, in_shardings=(sh, _batch_shardings(mesh), rep), out_shardings=(sh, rep),
+                 donate_argnums=(0,))
+
+
+def make_eval_step(cfg: ModelConfig, mesh, num_sources: int = 2):
+  """Jitted (params_K, batch) -> per member {'loss_sum_per_source': [K, S], 'tokens_per_source'}.
+
+  One validation batch, shared by every member."""
+  one = train.eval_fn(cfg, mesh, num_sources)
+  params_sh = jax.tree.map(_stack_sharding, train.param_shardings(cfg, mesh))
+  return jax.jit(jax.vmap(one, in_axes=(0, None)),
+                 in_shardings=(params_sh, train._batch_shardings(mesh)),
+                 out_shardings=sharding.replicated(mesh))
+
+
+def member_bytes(cfg: ModelConfig, batch_size: int, seq_len: int) -> int:
+  """Rough float32 bytes one member needs in the step: params, grads, two Adam moments, and
+  the activations kept for the backward pass (no remat)."""
+  from mixlaw import model as model_lib
+  n = model_lib.count_params(cfg)['total']
+  tokens = batch_size * seq_len
+  per_layer = tokens * (16 * cfg.d_model + 3 * cfg.d_ff) + batch_size * cfg.n_heads * seq_len * min(
+      seq_len, max(cfg.attn_chunk, 1)) * 2
+  acts = cfg.n_layers * per_layer + 3 * tokens * cfg.vocab_size
+  return 4 * (4 * n + acts)
+
+
+@functools.lru_cache(maxsize=1)
+def _memory_budget() -> int:
+  dev = jax.devices()[0]
+  stats = dev.memory_stats() if dev.platform != 'cpu' else None
+  if stats and stats.get('bytes_limit'):
+    total = int(stats['bytes_limit']) * jax.local_device_count()
+  else:
+    total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  return int(MEMORY_FRACTION * total)
+
+
+def max_members(cfg: ModelConfig, batch_size: int, seq_len: int, limit: int = 0) -> int:
+  """How many members fit in one compiled program (memory budget; `limit` > 0 caps it)."""
+  k = max(1, _memory_budget() // max(member_bytes(cfg, batch_size, seq_len), 1))
+  return min(k, limit) if limit > 0 else k
