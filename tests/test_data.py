@@ -232,7 +232,9 @@ def test_trainer_trains_from_the_seqio_mixture(data_dir, byte_arrays, tmp_path):
         "pretrain/PhaseConfig.steps = 4", "cpt/PhaseConfig.steps = 3",
         "pretrain/PhaseConfig.batch_size = 4", "cpt/PhaseConfig.batch_size = 4",
         "pretrain/PhaseConfig.eval_every = 2", "cpt/PhaseConfig.eval_every = 1",
-        "MeshConfig.num_devices = 2"], finalize_config=False)
+        "MeshConfig.num_devices = 2", "pretrain/make_optimizer.peak_lr = 3e-3",
+        "cpt/make_optimizer.peak_lr = 1e-3", "cpt/make_optimizer.schedule = 'constant'"],
+        finalize_config=False)
     sweep.execute(str(workdir), show_progress=False)
     return results.read_rows(str(workdir))
 
