@@ -3,9 +3,10 @@
 A sweep-sized table (4 sizes x 6 ratios = 24 curves x 100 points, the synthetic family of
 mixlaw.laws.synth with the paper's noise), Eq. 6 general and domain, 64 starts per curve. Both
 get the same starting points (the fitter's grid, linear parameters set by least squares). JAX:
-wall time of one fit_curves call per form after compilation (median of --repeats). scipy: a
-loop of curve_fit calls over every curve and start, keeping the best per curve. Objectives are
-the summed Huber loss (delta 1e-3) of each method's best parameters per curve.
+wall time of one fit_curves call per form after compilation (median of --repeats), with the
+forms' bounds enforced (exponents in [-3, 3], bounded amplitudes; forms.py). scipy: a loop of
+curve_fit calls over every curve and start, unbounded, keeping the best per curve. Objectives
+are the summed Huber loss (delta 1e-3) of each method's best parameters per curve.
 
   python benchmarks/fit.py [--repeats 3] [--scipy-method lm|trf-huber] [--curves 24]
 """

@@ -14,15 +14,17 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter.
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-  # One XLA host device per core, so CPU training can be data parallel (MeshConfig.num_devices);
-  # set before JAX is imported; no effect on GPU/TPU platforms.
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                             f" --xla_force_host_platform_device_count={os.cpu_count() or 1}")
+from mixlaw import hostenv  # noqa: E402  (stdlib only)
+from mixlaw.errors import MixlawError  # noqa: E402  (stdlib only)
+
+# One XLA host device per core, each running its ops on one thread, so CPU training is data
+# parallel over cores (MeshConfig.num_devices); set before JAX is imported; no effect on GPU/TPU.
+os.environ.update(hostenv.cpu_host_env(os.environ, os.cpu_count() or 1, hugetlb=False))
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class CliError(Exception):
+class CliError(MixlawError):
   """A user error reported as one line, exit status 2."""
 
 
@@ -96,16 +98,18 @@ def cmd_sweep(args, gin_files, gin_bindings) -> int:
   if args.status:
     print(sweep.format_status(sweep.status(args.workdir)))
     return 0
-  sweep.execute(args.workdir, fresh=args.fresh)
+  sweep.execute(args.workdir, fresh=args.fresh, phase=args.phase)
   print(sweep.format_status(sweep.status(args.workdir)))
   return 0
 
 
 def cmd_fit(args) -> int:
   from mixlaw import laws
-  options = {"eps": args.eps, "lam": args.lam, "tokens_per_unit": args.tokens_per_unit,
-             "n_boot": args.n_boot}
-  fits = laws.write_fits(args.workdir, **{k: v for k, v in options.items() if v is not None})
+  # Unset flags are None: WORKDIR/sweep.json's fit_options, then the laws' defaults, apply.
+  fits = laws.write_fits(args.workdir, eps=args.eps, lam=args.lam, seed=args.seed,
+                         tokens_per_unit=args.tokens_per_unit, n_boot=args.n_boot,
+                         warmup_steps=args.warmup_steps, smooth_k=args.smooth_k,
+                         general_terms=args.general_terms)
   print(laws.format_tables(fits))
   return 0
 
@@ -125,6 +129,8 @@ def cmd_fit_form(args) -> int:
 def cmd_report(args) -> int:
   from mixlaw import report
   paths = report.write_report(args.workdir)
+  for note in paths.get("notes", []):
+    print(f"mixlaw report: {note}", file=sys.stderr)
   print(f"report: {paths['md']}  {paths['html']}")
   return 0
 
@@ -137,6 +143,14 @@ def cmd_demo(args) -> int:
 
 def _unit(text: str):
   return text if text == "auto" else float(text)
+
+
+def _steps(text: str):
+  return text if text == "auto" else int(text)
+
+
+def _terms(text: str):
+  return text if text == "auto" else int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,20 +177,33 @@ def build_parser() -> argparse.ArgumentParser:
   s.add_argument("--workdir", required=True)
   s.add_argument("--status", action="store_true", help="list runs and their state")
   s.add_argument("--fresh", action="store_true", help="delete earlier runs of this sweep first")
+  s.add_argument("--phase", choices=["all", "base", "cpt"], default="all",
+                 help="run only the base models (e.g. before a CPT learning-rate pilot) or only CPT")
 
-  f = sub.add_parser("fit", help="fit the laws to WORKDIR/results.jsonl -> WORKDIR/fits.json")
+  f = sub.add_parser("fit", help="fit the laws to WORKDIR/results.jsonl -> WORKDIR/fits.json",
+                     description="Options not given come from WORKDIR/sweep.json's fit_options "
+                                 "(the experiment's settings), else the laws' defaults "
+                                 "(mixlaw.laws.FitOptions, docs/laws.md).")
   f.add_argument("--workdir", required=True)
-  f.add_argument("--eps", type=float, default=0.05)
-  f.add_argument("--lam", type=float, default=None)
-  f.add_argument("--tokens-per-unit", type=_unit, default="auto",
+  f.add_argument("--eps", type=float, default=None, help="tolerance of condition A (nats)")
+  f.add_argument("--lam", type=float, default=None, help="lambda of Definition 2")
+  f.add_argument("--tokens-per-unit", type=_unit, default=None,
                  help="CPT tokens in one unit of T: a number (the paper: 2e8) or 'auto' "
                       "(T_max = 100 units, the paper's range)")
-  f.add_argument("--n-boot", type=int, default=200)
+  f.add_argument("--n-boot", type=int, default=None, help="bootstrap replicates (0: none)")
+  f.add_argument("--seed", type=int, default=None, help="bootstrap seed")
+  f.add_argument("--warmup-steps", type=_steps, default=None,
+                 help="CPT evals at step <= this are not fitted; 'auto': from the lr column")
+  f.add_argument("--smooth-k", type=int, default=None,
+                 help="evals averaged for the model-free values at T_max")
+  f.add_argument("--general-terms", type=_terms, default=None, choices=(1, 2, "auto"),
+                 help="terms of the general-loss Eq. 6")
 
   ff = sub.add_parser("fit-form", help="fit one named law to a CSV")
   ff.add_argument("--form")
   ff.add_argument("--csv")
-  ff.add_argument("--huber-delta", type=float, default=1e-3)
+  ff.add_argument("--huber-delta", type=float, default=None,
+                  help="Huber delta in loss units (default: the fitter's)")
   ff.add_argument("--list", action="store_true")
 
   r = sub.add_parser("report", help="figures + report.md/report.html from WORKDIR")
@@ -218,11 +245,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(e: Exception) -> bool:
-  names = {"CliError", "RunError", "DataError", "FitError", "CheckpointError",
-           "NonFiniteLossError", "ReportError", "CorpusError"}
-  if type(e).__name__ in names or any(t.__name__ in names for t in type(e).__mro__):
+  if isinstance(e, (MixlawError, FileNotFoundError)):
     return True
-  return type(e).__module__.startswith("gin") or isinstance(e, (FileNotFoundError,))
+  return type(e).__module__.startswith("gin")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """Figures (matplotlib, PNG + SVG) and a report (report.md, self-contained report.html).
 
-Reads WORKDIR/results.jsonl, WORKDIR/fits.json (from `mixlaw fit`) and the runs' run.json; the
-numbers in the report are the numbers in fits.json. Answer first (CMR per size with interval),
-then the evidence: tables in the spirit of the paper's Tables 2, 3, 5 and Figures 1, 3, 4, 5.
+Reads WORKDIR/results.jsonl (through mixlaw.results), WORKDIR/fits.json (from `mixlaw fit`) and,
+where present, the runs' run.json; every number in the report is a number of fits.json (the
+tables are mixlaw.laws.tables', rendered here as Markdown and HTML) or of the results table (the
+base-training curves). Answer first (CMR per size with its interval, next to the model-free
+CMR), then what the data can and cannot tell (trends against the noise, design gates), then the
+evidence. Figures are numbered in reading order.
 """
 
 from __future__ import annotations
@@ -11,44 +14,25 @@ import base64
 import glob
 import html
 import json
-import math
 import os
 import re
 
 import numpy as np
 
 from mixlaw import results
+from mixlaw.errors import MixlawError
+from mixlaw.laws import tables as tables_lib
 
-FIGURES = ("trajectories", "ratio_law", "curves", "cmr", "surface")
+FIGURES = ("cmr_size", "base_curves", "curves", "trajectories", "ratio_law", "cmr", "surface")
+_fmt, _pct = tables_lib.fmt, tables_lib.pct  # one formatter for the text, Markdown and HTML.
 
 
-class ReportError(ValueError):
+class ReportError(MixlawError, ValueError):
   """The workdir lacks what a report needs."""
 
 
-def _fmt(x, digits=4):
-  if x is None or (isinstance(x, float) and not math.isfinite(x)):
-    return "–"
-  if isinstance(x, (int, np.integer)):
-    return f"{int(x):,}"
-  ax = abs(x)
-  if ax != 0 and (ax < 1e-3 or ax >= 1e5):
-    return f"{x:.{max(digits - 1, 1)}e}"
-  return f"{x:.{digits}f}"
-
-
-def _table(header, rows) -> str:
-  out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-  return "\n".join(out)
-
-
-def _pct(x):
-  return "–" if x is None or not math.isfinite(x) else f"{100 * x:.1f}%"
-
-
 def load_workdir(workdir: str) -> dict:
-  """Everything a report needs: rows, fits, run infos, corpus meta."""
+  """Everything a report needs: rows, fits, run infos, corpus meta, notes on stale settings."""
   rows = results.read_rows(workdir)
   if not rows:
     raise ReportError(f"{results.table_path(workdir)} is missing or empty: run a sweep first")
@@ -57,6 +41,9 @@ def load_workdir(workdir: str) -> dict:
     raise ReportError(f"{path} is missing: run `mixlaw fit --workdir {workdir}` first")
   with open(path) as f:
     fits = json.load(f)
+  if fits.get("schema_version") != 2:
+    raise ReportError(f"{path} has schema {fits.get('schema_version')}; rerun `mixlaw fit "
+                      f"--workdir {workdir}` (this report reads schema 2)")
   runs = {}
   for p in sorted(glob.glob(os.path.join(workdir, "runs", "*", "run.json"))):
     with open(p) as f:
@@ -67,7 +54,18 @@ def load_workdir(workdir: str) -> dict:
   if arrays_dir and os.path.exists(os.path.join(arrays_dir, "meta.json")):
     with open(os.path.join(arrays_dir, "meta.json")) as f:
       meta = json.load(f)
-  return {"rows": rows, "fits": fits, "runs": runs, "meta": meta, "workdir": workdir}
+  return {"rows": rows, "fits": fits, "runs": runs, "meta": meta, "workdir": workdir,
+          "notes": _stale(workdir, fits)}
+
+
+def _stale(workdir, fits) -> list[str]:
+  """Settings in WORKDIR/sweep.json's fit_options that fits.json was not computed with."""
+  from mixlaw.laws import api  # the laws own sweep.json's fit_options.
+  want, have = api.read_fit_options(workdir), fits["options"]
+  diff = [k for k, v in want.items() if k in have and have.get(f"{k}_option", have[k]) != v]
+  return [f"fits.json was computed with {', '.join(f'{k}={have[k]!r}' for k in diff)} but the "
+          f"experiment's sweep.json asks for {', '.join(f'{k}={want[k]!r}' for k in diff)}: "
+          f"rerun `mixlaw fit --workdir {workdir}`"] if diff else []
 
 
 def _by(items, **match):
@@ -80,41 +78,145 @@ def _shades(n, cmap):
   return [cm(0.35 + 0.6 * i / max(n - 1, 1)) for i in range(n)]
 
 
-def _size_order(fits):
+def _sizes(fits):
   return [s["size"] for s in sorted(fits["sizes"], key=lambda s: s["N"] or 0)]
 
 
+def _arr(v):
+  return np.array([np.nan if x is None else x for x in v], float)
+
+
 def _save(fig, out_dir, name) -> str:
+  import matplotlib.pyplot as plt
   path = os.path.join(out_dir, f"{name}.png")
   fig.savefig(path, dpi=110, bbox_inches="tight")
   fig.savefig(os.path.join(out_dir, f"{name}.svg"), bbox_inches="tight")
-  import matplotlib.pyplot as plt
   plt.close(fig)
   return path
+
+
+# ------------------------------------------------------------------------------------ figures
+
+def fig_cmr_size(w, out_dir):
+  """CMR at T_max against model size: fitted (with interval), condition A only, model-free;
+  censored values drawn as arrows at the edge of the trained ratios."""
+  import matplotlib.pyplot as plt
+  fits = w["fits"]
+  sizes = sorted(fits["sizes"], key=lambda s: s["N"] or 0)
+  fig, ax = plt.subplots(figsize=(6.5, 4))
+  x = np.arange(len(sizes))
+  for off, key, label, style in ((-0.12, "fit", "fitted CMR (Definition 2)", "o"),
+                                 (0.12, "free", "model-free CMR (condition A)", "s")):
+    for i, s in enumerate(sizes):
+      c = _by(fits["cmr"], size=s["size"])[0]
+      v = c if key == "fit" else c["model_free"]
+      lo, hi = v.get("lo"), v.get("hi")
+      kw = dict(color="C0" if key == "fit" else "C2", label=label if i == 0 else None)
+      if v["censored"] == "below":
+        ax.plot(x[i] + off, min(s["ratios"]), "v", mfc="none", ms=9, **kw)
+      elif v["censored"] == "above":
+        ax.plot(x[i] + off, v["cmr"], "^", mfc="none", ms=9, **kw)
+      else:
+        ax.plot(x[i] + off, v["cmr"], style, ms=7, **kw)
+      if lo is not None or hi is not None:
+        lo = min(s["ratios"]) if lo is None else lo
+        ax.plot([x[i] + off] * 2, [lo, hi], "-", lw=2, color=kw["color"], alpha=0.6)
+  ax.set_xticks(x, [f"{s['size']}\n{s['N']:.3g}" for s in sizes])
+  ax.set_xlabel("model size (N: non-embedding parameters)")
+  ax.set_ylabel("critical mixture ratio at T_max")
+  ax.set_ylim(0, 1.05)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="best", title="bars: 95% intervals; open ▲▼: censored",
+            title_fontsize=7)
+  ax.set_title("CMR against model size")
+  return _save(fig, out_dir, "cmr_size")
+
+
+def fig_base_curves(w, out_dir):
+  """Base pretraining: validation losses against tokens, per size (from the results table)."""
+  import matplotlib.pyplot as plt
+  fits = w["fits"]
+  sizes = _sizes(fits)
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+  for color, size in zip(_shades(len(sizes), "plasma"), sizes):
+    rows = sorted((r for r in w["rows"] if r["phase"] == "base" and r["split"] == "validation"
+                   and r["size_name"] == size), key=lambda r: r["step"])
+    if not rows:
+      continue
+    tok = np.array([r["tokens_seen"] for r in rows], float) / 1e6
+    for ax, key in zip(axes, ("general_loss", "domain_loss")):
+      ax.plot(tok, [r[key] for r in rows], ".-", color=color, label=size, ms=4)
+  for ax, which in zip(axes, ("general", "domain")):
+    ax.set_xlabel("base training tokens (millions)")
+    ax.set_ylabel(f"{which} validation loss (nats)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.suptitle("Base models during pretraining (general data only)", y=1.02)
+  return _save(fig, out_dir, "base_curves")
+
+
+def fig_curves(w, out_dir):
+  """Loss change against CPT tokens for every size and ratio: evals (one marker per seed),
+  Eq. 6 fits (dashed: flagged), the 95% bootstrap band of the fit and a +-2 sigma band of the
+  measured eval noise around it."""
+  import matplotlib.pyplot as plt
+  fits = w["fits"]
+  sizes = _sizes(fits)
+  unit = fits["options"]["tokens_per_unit"]
+  fig, axes = plt.subplots(len(sizes), 2, figsize=(10.5, 3.3 * len(sizes)), squeeze=False)
+  for row, size in zip(axes, sizes):
+    for ax, which in zip(row, ("general", "domain")):
+      cs = sorted(_by(fits["curves"], size=size, which=which), key=lambda c: c["ratio"])
+      for color, c in zip(_shades(len(cs), "viridis"), cs):
+        t = np.asarray(c["T"]) * unit / 1e6
+        runs = np.asarray(c["run_index"])
+        for k in np.unique(runs):
+          ax.plot(t[runs == k], np.asarray(c["dL"])[runs == k], "ox^sdv"[k % 6], ms=2.5,
+                  color=color, alpha=0.7)
+        tg, fit = np.asarray(c["T_grid"]) * unit / 1e6, _arr(c["dL_fit"])
+        sig = c["sigma"] or 0.0
+        ax.fill_between(tg, fit - 2 * sig, fit + 2 * sig, color=color, alpha=0.08, lw=0)
+        if c.get("band_lo"):
+          ax.plot(tg, _arr(c["band_lo"]), ":", color=color, lw=0.8)
+          ax.plot(tg, _arr(c["band_hi"]), ":", color=color, lw=0.8)
+        flagged = ", flagged" if c["flags"] else ""
+        ax.plot(tg, fit, "--" if c["flags"] else "-", lw=1.2, color=color,
+                label=f"R={c['ratio']:.3g} (R²={_fmt(c['r2'], 2)}{flagged})")
+      if which == "general":
+        ax.axhline(fits["options"]["eps"], color="crimson", ls="--", lw=1, label="eps")
+      ax.set_xlabel("CPT tokens (millions)")
+      ax.set_ylabel(f"ΔL {which} (nats)")
+      ax.set_title(f"{size}: {which} loss change", fontsize=9)
+      ax.grid(alpha=0.3)
+      ax.legend(fontsize=6, loc="best")
+  fig.suptitle("Eq. 6 fits; shaded: fit ± 2σ eval noise; dotted: 95% band of the fit; "
+               "dashed fit: flagged", y=1.0, fontsize=9)
+  fig.tight_layout()
+  return _save(fig, out_dir, "curves")
 
 
 def fig_trajectories(w, out_dir):
   """Paper Fig. 1: dGeneral against dDomain along CPT, per size, one shade per R, eps line."""
   import matplotlib.pyplot as plt
   fits = w["fits"]
-  sizes = _size_order(fits)
+  sizes = _sizes(fits)
   eps = fits["options"]["eps"]
   fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.6), squeeze=False)
   for ax, size in zip(axes[0], sizes):
     gen = {c["ratio"]: c for c in _by(fits["curves"], size=size, which="general")}
     dom = {c["ratio"]: c for c in _by(fits["curves"], size=size, which="domain")}
-    ratios = sorted(gen)
-    for color, r in zip(_shades(len(ratios), "viridis"), ratios):
-      ax.plot([0] + dom[r]["dL"], [0] + gen[r]["dL"], ".-", ms=3, lw=1, color=color,
-              label=f"R={r:.3g}")
+    for color, r in zip(_shades(len(gen), "viridis"), sorted(gen)):
+      run = np.asarray(gen[r]["run_index"]) == 0  # the first seed's trajectory.
+      ax.plot(np.r_[0, np.asarray(dom[r]["dL"])[run]], np.r_[0, np.asarray(gen[r]["dL"])[run]],
+              ".-", ms=3, lw=1, color=color, label=f"R={r:.3g}")
     ax.axhline(eps, color="crimson", ls="--", lw=1, label=f"eps={eps}")
     ax.set_title(size)
-    ax.set_xlabel("ΔL domain (nats, validation)")
-    ax.set_ylabel("ΔL general (nats, validation)")
+    ax.set_xlabel("ΔL domain (nats)")
+    ax.set_ylabel("ΔL general (nats)")
     ax.grid(alpha=0.3)
   axes[0][-1].legend(fontsize=7, loc="best")
-  fig.suptitle("General vs domain loss change during CPT (start at 0,0; T grows along each line)",
-               y=1.04)
+  fig.suptitle("General vs domain loss change during CPT (first seed; from (0, 0), T grows "
+               "along each line)", y=1.04)
   return _save(fig, out_dir, "trajectories")
 
 
@@ -122,7 +224,7 @@ def fig_ratio_law(w, out_dir):
   """Paper Fig. 3: validation losses at T_max against R with the fitted ratio law."""
   import matplotlib.pyplot as plt
   fits = w["fits"]
-  sizes = _size_order(fits)
+  sizes = _sizes(fits)
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
   for ax, which in zip(axes, ("general", "domain")):
     for color, size in zip(_shades(len(sizes), "plasma"), sizes):
@@ -143,55 +245,39 @@ def fig_ratio_law(w, out_dir):
   return _save(fig, out_dir, "ratio_law")
 
 
-def fig_curves(w, out_dir, size=None):
-  """Paper Fig. 4: general and domain loss change against CPT tokens for one size, with fits."""
-  import matplotlib.pyplot as plt
-  fits = w["fits"]
-  size = size or _size_order(fits)[-1]
-  unit = fits["options"]["tokens_per_unit"]
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-  for ax, which in zip(axes, ("general", "domain")):
-    cs = sorted(_by(fits["curves"], size=size, which=which), key=lambda c: c["ratio"])
-    for color, c in zip(_shades(len(cs), "viridis"), cs):
-      ax.plot(np.asarray(c["T"]) * unit / 1e6, c["dL"], ".", ms=3, color=color)
-      ax.plot(np.asarray(c["T_grid"]) * unit / 1e6, c["dL_fit"], "-", lw=1, color=color,
-              label=f"R={c['ratio']:.3g} (R²={_fmt(c['r2'], 3)})")
-    if which == "general":
-      ax.axhline(fits["options"]["eps"], color="crimson", ls="--", lw=1, label="eps")
-    ax.set_xlabel("CPT tokens (millions)")
-    ax.set_ylabel(f"ΔL {which} (nats, validation)")
-    ax.set_title(f"{size}: {which} loss change, Eq. 6 fits")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-  return _save(fig, out_dir, "curves")
-
-
 def fig_cmr(w, out_dir):
-  """Paper Fig. 5: the CMR against CPT tokens per size, with the CMR law and its interval."""
+  """Paper Fig. 5: the CMR against CPT tokens per size, with its interval and the CMR law;
+  censored budgets drawn as open triangles at the edge of the trained ratios."""
   import matplotlib.pyplot as plt
   fits = w["fits"]
   unit = fits["options"]["tokens_per_unit"]
-  sizes = _size_order(fits)
   fig, ax = plt.subplots(figsize=(6.5, 4))
-  for color, size in zip(_shades(len(sizes), "plasma"), sizes):
+  for color, size in zip(_shades(len(_sizes(fits)), "plasma"), _sizes(fits)):
     ser = _by(fits["cmr_series"], size=size)[0]
+    s = _by(fits["sizes"], size=size)[0]
     t = np.asarray(ser["T"], float) * unit / 1e6
-    y = np.array([np.nan if v is None else v for v in ser["cmr"]], float)
-    ax.plot(t, y, "o", ms=3, color=color, label=f"{size} CMR")
+    y, cens = _arr(ser["cmr"]), np.array([c or "" for c in ser["censored"]])
+    ok = cens == ""
+    ax.plot(t[ok], y[ok], "o", ms=3, color=color, label=f"{size} CMR")
+    if (cens == "above").any():
+      ax.plot(t[cens == "above"], y[cens == "above"], "^", mfc="none", ms=5, color=color,
+              label=f"{size}: >= largest R")
+    if (cens == "below").any():
+      ax.plot(t[cens == "below"], np.full((cens == "below").sum(), min(s["ratios"])), "v",
+              mfc="none", ms=5, color=color, label=f"{size}: < smallest R")
     if ser.get("lo"):
-      lo = np.array([np.nan if v is None else v for v in ser["lo"]], float)
-      hi = np.array([np.nan if v is None else v for v in ser["hi"]], float)
-      ax.fill_between(t, lo, hi, color=color, alpha=0.15, lw=0)
+      lo, hi = _arr(ser["lo"]), _arr(ser["hi"])
+      ax.fill_between(t, np.where(np.isfinite(lo), lo, 0), hi, color=color, alpha=0.15, lw=0)
     law = _by(fits["cmr_law"], size=size)[0]
     if law.get("params"):
       ax.plot(np.asarray(law["T_grid"]) * unit / 1e6, law["R_fit"], "-", color=color, lw=1,
               label=f"{size} law a T^s + b")
   ax.set_xlabel("CPT tokens (millions)")
   ax.set_ylabel("critical mixture ratio R_CMR")
-  ax.set_ylim(0, 1.02)
+  ax.set_ylim(0, 1.05)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
-  ax.set_title("CMR against CPT budget (band: bootstrap interval)")
+  ax.set_title("CMR against CPT budget (band: 95% bootstrap interval)")
   return _save(fig, out_dir, "cmr")
 
 
@@ -222,8 +308,8 @@ def fig_surface(w, out_dir):
     im = ax.pcolormesh(r, t * unit / 1e6, z, shading="auto", cmap="magma")
     ax.contour(r, t * unit / 1e6, z, levels=[eps], colors="cyan", linewidths=1.2)
     ser = _by(fits["cmr_series"], size=s["size"])[0]
-    cm = np.array([np.nan if v is None else v for v in ser["cmr"]], float)
-    ax.plot(cm, np.asarray(ser["T"], float) * unit / 1e6, "w.", ms=3, label="CMR (per-size fits)")
+    ax.plot(_arr(ser["cmr"]), np.asarray(ser["T"], float) * unit / 1e6, "w.", ms=3,
+            label="CMR (per-size fits)")
     fig.colorbar(im, ax=ax, label="ΔL general (nats)")
     ax.set_xlabel("domain share R")
     ax.set_ylabel("CPT tokens (millions)")
@@ -233,112 +319,95 @@ def fig_surface(w, out_dir):
   return _save(fig, out_dir, "surface")
 
 
-def trends(fits) -> list[tuple[str, bool | None, str]]:
-  """The paper's qualitative trends, checked on this sweep: (statement, holds?, evidence)."""
-  out = []
-  sizes = _size_order(fits)
-  dom_t = []
-  for c in _by(fits["curves"], which="domain"):
-    d = np.asarray(c["dL"], float)
-    dom_t.append(len(d) > 1 and d[-1] < d[len(d) // 2] < 0 if len(d) > 2 else d[-1] < 0)
-  out.append(("Domain loss falls with T for every R", all(dom_t),
-              f"{sum(dom_t)}/{len(dom_t)} curves lower at T_max than at half of it, and below base"))
-  mono_dom, mono_gen, ev_d, ev_g = [], [], [], []
-  for size in sizes:
-    f = sorted(_by(fits["final"], size=size), key=lambda x: x["ratio"])
-    dd = [x["dL_domain"] for x in f]
-    dg = [max(_by(fits["curves"], size=size, which="general", ratio=x["ratio"])[0]["dL"])
-          for x in f]
-    mono_dom.append(all(b <= a + 1e-9 for a, b in zip(dd, dd[1:])))
-    mono_gen.append(all(b >= a - 1e-9 for a, b in zip(dg, dg[1:])))
-    ev_d.append(f"{size}: " + ", ".join(_fmt(x, 3) for x in dd))
-    ev_g.append(f"{size}: " + ", ".join(_fmt(x, 3) for x in dg))
-  out.append(("Domain loss at T_max falls with R", all(mono_dom),
-              "ΔL domain by increasing R — " + "; ".join(ev_d)))
-  out.append(("The general-loss rise grows with R", all(mono_gen),
-              "max ΔL general by increasing R — " + "; ".join(ev_g)))
-  cmr = [(_by(fits["sizes"], size=s)[0]["N"], _by(fits["cmr"], size=s)[0]["cmr"]) for s in sizes]
-  censored = any(_by(fits["cmr"], size=s)[0]["censored"] for s in sizes)
-  vals = [c for _, c in cmr if c is not None]
-  holds = (None if len(vals) < 2 or censored else
-           all(b >= a - 1e-9 for a, b in zip(vals, vals[1:])))
-  out.append(("The CMR grows with model size", holds,
-              ", ".join(f"{s}: {_pct(c)}" for s, (_, c) in zip(sizes, cmr))))
-  grow = []
-  for size in sizes:
-    ser = _by(fits["cmr_series"], size=size)[0]
-    y = [v for v in ser["cmr"] if v is not None]
-    grow.append((size, y[0] if y else None, y[-1] if y else None))
-  ok = [b >= a - 1e-9 for _, a, b in grow if a is not None]
-  flat = all(a == b for _, a, b in grow)  # Censored at the edge throughout: nothing to see.
-  out.append(("The CMR grows with the CPT budget T", all(ok) if ok and not flat else None,
-              ", ".join(f"{s}: {_pct(a)} -> {_pct(b)}" for s, a, b in grow)))
-  return out
-
+# ------------------------------------------------------------------------------------ text
 
 def _corpora_used(runs) -> set:
   used = set()
   for info in runs.values():
     cfg = info.get("data") or {}
     used.update(c for c in (cfg.get("general"), cfg.get("domain")) if c)
+    used.update(cfg.get("corpora") or [])
   return used or {"general", "finance", "science"}
 
 
-def _blocks(w, figures) -> list[tuple]:
-  """The report as blocks: ('h', level, text) | ('p', text) | ('ul', items) | ('table', header,
-  rows) | ('img', name, caption). Rendered to Markdown and HTML by the same content."""
+def _trained(w) -> tables_lib.Table:
+  fits, runs = w["fits"], w["runs"]
+  rows = []
+  for s in sorted(fits["sizes"], key=lambda s: s["N"] or 0):
+    size = s["size"]
+    base = runs.get(f"base_{size}", {})
+    cpts = [i for k, i in runs.items() if k.startswith(f"cpt_{size}_")]
+    m = base.get("model", {})
+    tok = base.get("steps", 0) * base.get("batch_size", 0) * base.get("seq_len", 0)
+    n = s["n_params_nonemb"] or 0
+    cpt_tok = (cpts[0].get("steps", 0) * cpts[0].get("batch_size", 0)
+               * cpts[0].get("seq_len", 0) / 1e6 if cpts else 0)
+    rows.append([size, str(m.get("d_model", "–")), str(m.get("n_layers", "–")),
+                 str(m.get("n_heads", "–")), str(m.get("d_ff", "–")), _fmt(int(n)),
+                 _fmt(int(s["n_params"] or 0)),
+                 f"{tok / 1e6:.2f}M ({tok / n:.3g}/param)" if n and tok else "–",
+                 f"{len(cpts)} x {cpt_tok:.2f}M" if cpts else "–",
+                 f"{sum(i.get('wallclock_s') or 0 for i in [base] + cpts) / 60:.1f}"
+                 if base or cpts else "–"])
+  return tables_lib.Table("trained", "Models and runs", [
+      "size", "d", "layers", "heads", "ffn", "non-emb. params", "params", "base tokens",
+      "CPT runs x tokens", "train min"], rows, "from runs/RUN_ID/run.json" if runs else
+      "runs/ not present: model shapes unknown")
+
+
+def _blocks(w) -> list[tuple]:
+  """The report as blocks: ('h', level, text) | ('p', text) | ('ul', items) | ('table', Table)
+  | ('img', name, caption). Rendered to Markdown and HTML by the same content."""
   fits, runs, meta = w["fits"], w["runs"], w["meta"]
   opt = fits["options"]
-  unit = opt["tokens_per_unit"]
-  sizes = _size_order(fits)
-  size_info = {s["size"]: s for s in fits["sizes"]}
+  t = {x.key: x for x in tables_lib.fit_tables(fits)}
+  sizes = _sizes(fits)
   domain = opt.get("domain") or "domain"
   b = [("h", 1, f"mixlaw report: critical mixture ratio for {domain} CPT")]
   b.append(("p", f"Workdir `{w['workdir']}`. Continual pre-training (CPT) mixes general data "
             f"with {domain} data; R is the {domain} share of CPT tokens. The critical mixture "
             f"ratio (CMR) is the largest R whose general validation loss stays within eps = "
-            f"{opt['eps']} nats of the base model's while the domain loss keeps falling "
-            f"(Gu et al. 2024; lambda = {opt['lam']:g}). T is measured in CPT tokens; the fits "
-            f"use the unit {opt['t_unit']}."))
+            f"{opt['eps']} nats of the base model's (condition A) once the general-loss rise "
+            f"has been outpaced by the domain gain (the critical point of Definition 2, lambda "
+            f"= {opt['lam']:g}; Gu et al. 2024). The fits use the unit {opt['t_unit']}."))
+  for note in w["notes"]:
+    b.append(("p", f"**Note:** {note}"))
   b.append(("h", 2, "The answer: CMR per model size"))
-  rows = []
-  for size in sizes:
-    c = _by(fits["cmr"], size=size)[0]
-    n_nonemb = int(size_info[size]["n_params_nonemb"] or 0)
-    law = _by(fits["cmr_law"], size=size)[0]
-    feas = [f"{x['ratio']:.3g}" for x in _by(fits["feasibility"], size=size) if x["feasible"]]
-    cens = {"above": " (all trained R feasible: CMR >= largest R)",
-            "below": " (no R feasible: CMR < smallest R)"}.get(c["censored"], "")
-    rows.append([size, _fmt(n_nonemb),
-                 f"{c['T_max'] * unit / 1e6:.2f}M", _pct(c["cmr"]) + cens,
-                 f"[{_pct(c['lo'])}, {_pct(c['hi'])}]" if c.get("lo") is not None else "–",
-                 _pct(law.get("cmr_at_T_max")) if law.get("params") else "–",
-                 ", ".join(feas) or "none"])
-  b.append(("table", ["size", "non-emb. params", "CPT tokens", "CMR at T_max",
-                      f"{int(100 * opt.get('ci_level', 0.9))}% bootstrap interval",
-                      "CMR law at T_max", "feasible trained R"], rows))
-  b.append(("p", f"Method: {opt['cmr_method']}. Intervals: {opt['bootstrap']} "
-            f"({opt['n_boot']} replicates)."))
-  b.append(("h", 2, "Which of the paper's trends hold at this scale"))
-  b.append(("table", ["trend", "holds here", "evidence"],
-            [[t, {True: "yes", False: "**no**", None: "undetermined"}[h], ev]
-             for t, h, ev in trends(fits)]))
+  b.append(("table", t["cmr"]))
+  cmr = fits["cmr"]
+  a_only = [c["size"] for c in cmr if c["condition_A_decides"]]
+  lam_matters = [c["size"] for c in cmr if c["lam_decides"]]
+  disagree = [c["size"] for c in cmr if c["model_free"]["disagrees"]]
+  b.append(("ul", [
+      f"Condition A alone decides the CMR for: {', '.join(a_only) or 'no size'}; there the "
+      f"critical-point condition and lambda do not matter.",
+      f"Lambda changes the CMR (lambda in {opt['lam_range']}) for: "
+      f"{', '.join(lam_matters) or 'no size'} (table below).",
+      f"Model-free and fitted (condition A) CMRs disagree beyond their uncertainty for: "
+      f"{', '.join(disagree) or 'no size'}.",
+      "Interpolation between trained ratios is linear in u = R^e with e from the ratio law at "
+      "T_max (column e gen / dom); e = 1 means linear in R.",
+      f"Intervals: {opt['bootstrap']}. They cover CPT reruns (data order, eval noise) of the "
+      "same base models; the base models' own seed variation is not sampled (one base run per "
+      "size)."]))
+  b.append(("img", "cmr_size", "CMR at T_max against model size, fitted (Definition 2) and "
+            "model-free (condition A, smoothed evals), with 95% intervals; open triangles are "
+            "censored at the edge of the trained ratios."))
+  b.append(("table", t["lam"]))
+  b.append(("h", 2, "What this sweep can and cannot show"))
+  b.append(("p", "Each trend is judged at T_max on smoothed values (mean of the last "
+            f"{opt['smooth_k']} evals) against its noise: holds / fails / undecided at z = 2 "
+            "standard errors (checks.py)."))
+  b.append(("table", t["trends"]))
+  b.append(("h", 3, "Gates / design checks"))
+  b.append(("p", "What a powered experiment needs, measured on this table (thresholds are the "
+            "fit options gate_*; docs/laws.md)."))
+  b.append(("table", t["gates"]))
+  b.append(("table", t["gates_sizes"]))
   b.append(("h", 2, "What was trained"))
-  rows = []
-  for size in sizes:
-    base = runs.get(f"base_{size}", {})
-    cpts = [i for k, i in runs.items() if k.startswith(f"cpt_{size}_")]
-    m = base.get("model", {})
-    tok = base.get("steps", 0) * base.get("batch_size", 0) * base.get("seq_len", 0)
-    n = size_info[size]["n_params_nonemb"] or 0
-    rows.append([size, m.get("d_model", "–"), m.get("n_layers", "–"), m.get("n_heads", "–"),
-                 m.get("d_ff", "–"), _fmt(int(n)), _fmt(int(size_info[size]["n_params"] or 0)),
-                 f"{tok / 1e6:.2f}M ({tok / n:.3g}/param)" if n else "–",
-                 f"{len(cpts)} x {cpts[0]['steps'] * cpts[0]['batch_size'] * cpts[0]['seq_len'] / 1e6:.2f}M"
-                 if cpts else "–",
-                 f"{sum(i.get('wallclock_s') or 0 for i in [base] + cpts) / 60:.1f}"])
-  b.append(("table", ["size", "d", "layers", "heads", "ffn", "non-emb. params", "params",
-                      "base tokens", "CPT runs x tokens", "train min"], rows))
+  b.append(("table", _trained(w)))
+  b.append(("img", "base_curves", "Base pretraining: general and domain validation loss "
+            "against tokens per size."))
   if meta.get("corpora"):
     rows = [[name, _fmt(sum(c["docs"].values())), _fmt(sum(c["tokens"].values())),
              f"{sum(c['bytes'].values()) / 1e6:.2f}", _fmt(c.get("bytes_per_token"), 3),
@@ -348,102 +417,85 @@ def _blocks(w, figures) -> list[tuple]:
               f"build`), tokenizer `{meta.get('vocab_name')}` ({meta.get('vocab_size')} "
               f"pieces), sequences of {meta.get('seq_len')} tokens, documents packed, never "
               f"truncated. Validation: a fixed held-out set per corpus."))
-    b.append(("table", ["corpus", "documents", "tokens", "MB", "bytes/token", "languages"], rows))
+    b.append(("table", tables_lib.Table("corpora", "Corpora", [
+        "corpus", "documents", "tokens", "MB", "bytes/token", "languages"], rows)))
   b.append(("h", 2, "Evidence"))
-  b.append(("h", 3, "Base models (before CPT)"))
-  b.append(("table", ["size", "general loss L_gen(S)", "domain loss L_dom(S)"],
-            [[s, _fmt(size_info[s]["base_general_loss"]), _fmt(size_info[s]["base_domain_loss"])]
-             for s in sizes]))
-  b.append(("h", 3, "Loss change at the end of CPT"))
+  b.append(("table", tables_lib.Table("base", "Base models (before CPT)", [
+      "size", "general loss L_gen(S)", "domain loss L_dom(S)"],
+      [[s["size"], _fmt(s["base_general_loss"]), _fmt(s["base_domain_loss"])]
+       for s in sorted(fits["sizes"], key=lambda s: s["N"] or 0)])))
+  b.append(("table", t["sizes"]))
   ratios = sorted({f["ratio"] for f in fits["final"]})
   rows = []
   for s in sizes:
     row = [s]
     for r in ratios:
       f = _by(fits["final"], size=s, ratio=r)
-      row.append(f"{_fmt(f[0]['dL_general'], 4)} / {_fmt(f[0]['dL_domain'], 3)}" if f else "–")
+      row.append(f"{_fmt(f[0]['dL_general_smooth'], 3)} ± {_fmt(f[0]['dL_general_smooth_se'], 3)}"
+                 f" / {_fmt(f[0]['dL_domain_smooth'], 3)}" if f else "–")
     rows.append(row)
-  b.append(("table", ["size"] + [f"R={r:.3g}: ΔL gen / ΔL dom" for r in ratios], rows))
-  b.append(("img", "trajectories", "Figure 1 (paper Fig. 1): ΔL general against ΔL domain "
-            "along CPT; dashed: eps."))
-  b.append(("h", 3, "Eq. 6 fit quality (paper Table 3)"))
-  rows = []
-  for s in sizes:
-    for r in ratios:
-      g = _by(fits["curves"], size=s, ratio=r, which="general")
-      d = _by(fits["curves"], size=s, ratio=r, which="domain")
-      if g and d:
-        rows.append([s, f"{r:.3g}", _fmt(g[0]["mse"]), _fmt(g[0]["r2"]), _fmt(d[0]["mse"]),
-                     _fmt(d[0]["r2"])])
-  b.append(("table", ["size", "R", "general MSE", "general R²", "domain MSE", "domain R²"], rows))
-  b.append(("img", "curves", "Figure 3 (paper Fig. 4): loss change against CPT tokens for the "
-            "largest size, all ratios, with Eq. 6 fits."))
-  b.append(("h", 3, "Losses against R and held-out-ratio prediction (paper Table 2)"))
-  rows = [[x["size"], x["which"], _fmt(x["params"]["a"]), _fmt(x["params"]["s"]),
-           _fmt(x["params"]["b"]), _fmt(x["r2"])] for x in fits["ratio_law"]]
-  b.append(("table", ["size", "loss", "a", "s", "b", "R²"], rows))
-  rows = [[x["size"], x["which"], f"{x['heldout_ratio']:.3g}", _fmt(x["measured"]),
-           _fmt(x["predicted"]), _pct(x["rel_error"]) if x["rel_error"] is not None else "–",
-           "extrapolation" if x["extrapolated"] else "interpolation"]
-          for x in fits["ratio_heldout"]]
-  if rows:
-    b.append(("p", "Each ratio held out in turn: the ratio law L(R) = a R^s + b fitted on the "
-              "others predicts its loss at T_max."))
-    b.append(("table", ["size", "loss", "held-out R", "measured", "predicted", "rel. error",
-                        "kind"], rows))
-  b.append(("img", "ratio_law", "Figure 2 (paper Fig. 3): validation losses at T_max against R "
-            "with the fitted ratio law."))
-  b.append(("h", 3, "Feasibility per trained ratio (Definition 2)"))
-  rows = [[x["size"], f"{x['ratio']:.3g}", _fmt(x["T0"], 3) if x["T0"] is not None else "–",
-           x["T0_kind"], _fmt(x["dL_general_T_max"]), "yes" if x["condition_A"] else "no",
-           "**yes**" if x["feasible"] else "no"] for x in fits["feasibility"]]
-  b.append(("table", ["size", "R", "T0 (Eq. 7)", "T0 kind", "ΔL gen(T_max)", "ΔL gen <= eps",
-                      "feasible"], rows))
-  b.append(("h", 3, "CMR law R_CMR(T) = a T^s + b per size (paper Table 5)"))
-  rows = []
-  for s in sizes:
-    law = _by(fits["cmr_law"], size=s)[0]
-    if law.get("params"):
-      p = law["params"]
-      rows.append([s, _fmt(p["a"]), _fmt(p["s"]), _fmt(p["b"]), _fmt(law["r2"], 3),
-                   _pct(law["cmr_at_T_max"])])
-    else:
-      rows.append([s, "–", "–", "–", "–", law.get("reason") or "–"])
-  b.append(("table", ["size", "a", "s", "b", "R²", "R_CMR(T_max)"], rows))
-  b.append(("img", "cmr", "Figure 4 (paper Fig. 5): CMR against CPT tokens per size, with the "
-            "CMR law."))
-  surf = fits.get("surface") or {}
+  b.append(("table", tables_lib.Table(
+      "final", "Loss change at T_max (smoothed)", ["size"] + [f"R={r:.3g}: ΔL gen ± se / ΔL dom"
+                                                          for r in ratios], rows,
+      f"mean of the last {opt['smooth_k']} evals per run, averaged over seeds")))
+  b.append(("img", "curves", "Loss change against CPT tokens for every size and ratio, with "
+            "Eq. 6 fits, the fit's 95% band and the eval noise."))
+  b.append(("img", "trajectories", "(paper Fig. 1) ΔL general against ΔL domain along CPT; "
+            "dashed: eps."))
+  b.append(("table", t["quality"]))
+  b.append(("table", t["flags"]))
+  b.append(("table", t["ratio_law"]))
+  b.append(("table", t["heldout"]))
+  b.append(("img", "ratio_law", "(paper Fig. 3) validation losses at T_max against R with the "
+            "fitted ratio law."))
+  b.append(("table", t["feasibility"]))
+  b.append(("table", t["cmr_law"]))
+  b.append(("img", "cmr", "(paper Fig. 5) CMR against CPT tokens per size, with its interval "
+            "and the CMR law; open triangles: censored."))
   b.append(("h", 3, "Across sizes: the ratio-size-steps surface"))
-  if surf.get("reason"):
-    b.append(("p", f"No surface: {surf['reason']}."))
-  else:
-    forms_used = f"{surf['general']['form']} (R² {_fmt(surf['general']['r2'], 3)}) and " \
-                 f"{surf['domain']['form']} (R² {_fmt(surf['domain']['r2'], 3)})"
-    b.append(("p", f"One law over (R, N, T) for each loss, fitted to every validation point "
-              f"of every size: {forms_used}. It predicts a size it never saw; leave-one-size-out "
-              f"(fit without a size, predict it):"))
-    rows = [[x["heldout_size"], _fmt(x["general"]["rmse"]), _fmt(x["domain"]["rmse"]),
-             _pct(x["cmr_predicted"]), _pct(x["cmr_observed"]),
-             f"{100 * x['cmr_abs_error']:.1f} pts" if x["cmr_abs_error"] is not None else "–"]
-            for x in surf.get("loso", [])]
-    if rows:
-      b.append(("table", ["held-out size", "RMSE ΔL gen", "RMSE ΔL dom", "predicted CMR",
-                          "per-size CMR", "abs. error"], rows))
-    else:
-      b.append(("p", surf.get("loso_reason", "")))
-  b.append(("img", "surface", "Figure 5: ΔL general over (R, T) per size with the feasible "
-            "boundary ΔL general = eps (cyan) and the per-size CMR (white)."))
+  b += [("table", t[k]) for k in ("surface", "loso") if k in t]
+  b.append(("img", "surface", "ΔL general over (R, T) per size with the boundary ΔL general = "
+            "eps (cyan) and the per-size CMR (white)."))
+  src = opt.get("source") or {}
   b.append(("h", 2, "Reproduce"))
-  b.append(("ul", [f"`mixlaw fit --workdir {w['workdir']} --eps {opt['eps']} --lam {opt['lam']:g}`"
-                   f" recomputes fits.json (seed {opt['seed']}, Huber delta "
-                   f"{opt['huber_delta']:g}, {opt['n_starts']} starts);",
+  b.append(("ul", [f"`mixlaw fit --workdir {w['workdir']}` recomputes fits.json with the "
+                   f"experiment's settings (sweep.json fit_options: "
+                   f"{', '.join(k for k, v in src.items() if v == 'sweep.json') or 'none'}; "
+                   f"given as arguments: "
+                   f"{', '.join(k for k, v in src.items() if v == 'argument') or 'none'}; seed "
+                   f"{opt['seed']}, {opt['n_boot']} replicates);",
                    f"`mixlaw report --workdir {w['workdir']}` rewrites this report;",
                    "each run's operative gin config, seed and package versions are in "
                    "runs/RUN_ID/config.gin and run.json."]))
-  return [x for x in b if x[0] != "img" or x[1] in figures]
+  return b
 
 
-def _md(blocks, figures) -> str:
+def _number(blocks, figures):
+  """Figures that exist, numbered in reading order."""
+  out, n = [], 0
+  for blk in blocks:
+    if blk[0] == "img":
+      if blk[1] not in figures:
+        continue
+      n += 1
+      blk = ("img", blk[1], f"Figure {n}. {blk[2]}")
+    out.append(blk)
+  return out
+
+
+def _md_table(t) -> str:
+  cell = lambda c: str(c).replace("|", "\\|")  # a bar inside a cell would split it.
+  out = [f"**{t.title}**", "", "| " + " | ".join(map(cell, t.header)) + " |",
+         "|" + "---|" * len(t.header)]
+  out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in t.rows]
+  if not t.rows:
+    out.append("| " + " | ".join(["(none)"] + [""] * (len(t.header) - 1)) + " |")
+  if t.note:
+    out += ["", f"*{t.note}*"]
+  return "\n".join(out)
+
+
+def _md(blocks) -> str:
   out = []
   for blk in blocks:
     if blk[0] == "h":
@@ -453,7 +505,7 @@ def _md(blocks, figures) -> str:
     elif blk[0] == "ul":
       out.append("\n".join("- " + x for x in blk[1]))
     elif blk[0] == "table":
-      out.append(_table(blk[1], blk[2]))
+      out.append(_md_table(blk[1]))
     elif blk[0] == "img":
       out.append(f"![{blk[2]}](figures/{blk[1]}.png)\n\n*{blk[2]}*")
   return "\n\n".join(out) + "\n"
@@ -475,39 +527,47 @@ def _html(blocks, figures) -> str:
     elif blk[0] == "ul":
       body.append("<ul>" + "".join(f"<li>{_inline(x)}</li>" for x in blk[1]) + "</ul>")
     elif blk[0] == "table":
-      head = "".join(f"<th>{_inline(str(h))}</th>" for h in blk[1])
+      t = blk[1]
+      head = "".join(f"<th>{_inline(str(h))}</th>" for h in t.header)
       rows = "".join("<tr>" + "".join(f"<td>{_inline(str(c))}</td>" for c in r) + "</tr>"
-                     for r in blk[2])
-      body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+                     for r in t.rows)
+      note = f"<p class='note'>{_inline(t.note)}</p>" if t.note else ""
+      body.append(f"<p><b>{_inline(t.title)}</b></p><table><thead><tr>{head}</tr></thead>"
+                  f"<tbody>{rows}</tbody></table>{note}")
     elif blk[0] == "img":
       with open(figures[blk[1]], "rb") as f:
         data = base64.b64encode(f.read()).decode()
       body.append(f'<figure><img alt="{html.escape(blk[1])}" src="data:image/png;base64,{data}">'
                   f"<figcaption>{_inline(blk[2])}</figcaption></figure>")
   style = ("body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;"
-           "line-height:1.45}table{border-collapse:collapse;margin:1em 0;font-size:.88em}"
+           "line-height:1.45}table{border-collapse:collapse;margin:.3em 0 1em;font-size:.85em}"
            "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}th{background:#f3f3f3}"
-           "img{max-width:100%}figcaption{font-style:italic;color:#444}code{background:#f3f3f3}")
+           "img{max-width:100%}figcaption{font-style:italic;color:#444}code{background:#f3f3f3}"
+           ".note{font-size:.82em;color:#555;margin-top:-.6em}")
   return (f"<!doctype html><html><head><meta charset='utf-8'><title>mixlaw report</title>"
           f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
 
 
+FIGURE_FNS = {"cmr_size": fig_cmr_size, "base_curves": fig_base_curves, "curves": fig_curves,
+              "trajectories": fig_trajectories, "ratio_law": fig_ratio_law, "cmr": fig_cmr,
+              "surface": fig_surface}
+
+
 def write_report(workdir: str) -> dict:
-  """Writes WORKDIR/figures/*.{png,svg}, report.md and report.html; returns their paths."""
+  """Writes WORKDIR/figures/*.{png,svg}, report.md and report.html; returns their paths (and
+  notes, e.g. fits.json computed with settings other than the experiment's)."""
   import matplotlib
   matplotlib.use("Agg")
   w = load_workdir(workdir)
   out_dir = os.path.join(workdir, "figures")
   os.makedirs(out_dir, exist_ok=True)
-  figures = {}
-  for name, fn in (("trajectories", fig_trajectories), ("ratio_law", fig_ratio_law),
-                   ("curves", fig_curves), ("cmr", fig_cmr), ("surface", fig_surface)):
-    figures[name] = fn(w, out_dir)
-  blocks = _blocks(w, figures)
+  figures = {name: FIGURE_FNS[name](w, out_dir) for name in FIGURES}
+  blocks = _number(_blocks(w), figures)
   paths = {"md": os.path.join(workdir, "report.md"), "html": os.path.join(workdir, "report.html")}
   with open(paths["md"], "w") as f:
-    f.write(_md(blocks, figures))
+    f.write(_md(blocks))
   with open(paths["html"], "w") as f:
     f.write(_html(blocks, figures))
   paths["figures"] = figures
+  paths["notes"] = w["notes"]
   return paths

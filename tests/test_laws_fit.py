@@ -141,8 +141,9 @@ def test_fit_form_csv_recovers_chinchilla(tmp_path):
   path.write_text('N,D,loss\n' + ''.join(f'{a},{b},{c}\n' for a, b, c in
                                          zip(n.ravel(), d.ravel(), loss)))
   out = L.fit_form_csv('chinchilla', path)
-  assert set(out) == {'form', 'params', 'objective', 'mse', 'r2', 'converged'}
+  assert set(out) == {'form', 'params', 'objective', 'mse', 'r2', 'converged', 'at_bound'}
   assert out['form'] == 'chinchilla' and out['converged'] and out['r2'] > 0.9999
+  assert out['at_bound'] == []
   for k in ('E', 'alpha', 'beta'):
     assert out['params'][k] == pytest.approx(truth[k], rel=0.05), k
 
@@ -163,7 +164,8 @@ def test_fit_form_csv_bad_input(tmp_path):
 
 
 def test_bad_inputs_are_fit_errors():
-  assert issubclass(L.FitError, ValueError)
+  from mixlaw.errors import MixlawError
+  assert issubclass(L.FitError, ValueError) and issubclass(L.FitError, MixlawError)
   with pytest.raises(L.FitError, match='non-finite'):
     L.fit_one('ratio_law', {'R': np.array([0.25, 0.5, np.nan, 1.0])}, np.ones(4))
   with pytest.raises(L.FitError, match='non-finite'):
@@ -185,3 +187,58 @@ def test_laws_import_no_model_trainer_data_or_tensorflow():
   proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                         cwd=str(__import__('pathlib').Path(__file__).parents[1]))
   assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_bounds_hold_and_a_fit_on_a_bound_says_so():
+  """Noise with a hook at the end: an unbounded Eq. 6 chases it with a huge exponent (s2 = 75
+  on the committed demo); bounded, every parameter stays in its box and the one on the edge is
+  reported."""
+  from mixlaw.laws import fit as fit_lib
+  rng = np.random.default_rng(6)
+  y = rng.normal(0, 0.01, T.size)
+  y[-3:] += [0.05, 0.1, 0.2]
+  res = L.fit_curves('eq6_gen', {'T': T}, y[None])
+  p, lo, hi, at = res.params_CxP[0], res.lo_CxP[0], res.hi_CxP[0], res.at_bound_CxP[0]
+  assert np.all(lo <= p) and np.all(p <= hi)
+  form = L.get_form('eq6_gen')
+  for k in ('s2', 's3'):
+    i = form.params.index(k)
+    assert (lo[i], hi[i]) == form.bounds[k] == (-3.0, 3.0)
+  # Amplitude bounds: no term larger than amp_bound x max |y| on the data.
+  for a, s in (('a2', 's2'), ('a3', 's3')):
+    term = np.abs(p[form.params.index(a)]) * T ** p[form.params.index(s)]
+    assert term.max() <= form.amp_bound * np.abs(y).max() * (1 + 1e-9)
+  edge = np.minimum(p - lo, hi - p) <= fit_lib.AT_BOUND * (hi - lo) * (1 + 1e-6)
+  assert at.any() and np.array_equal(at, edge), (res.params(0), at)
+  assert set(res.bounded(0)) == {k for k, b in zip(form.params, at) if b}
+
+
+def test_box_constrained_projection_is_exact():
+  """The linear parameters given the others: exact box-constrained least squares."""
+  from scipy import optimize
+  from mixlaw.laws import fit as fit_lib
+  rng = np.random.default_rng(7)
+  for _ in range(20):
+    a = rng.normal(size=(30, 3)) * [1.0, 0.1, 3.0]
+    y = a @ rng.normal(0, 2, 3) + rng.normal(0, 0.1, 30)
+    ub = rng.uniform(0.1, 2.0, 3)
+    with jax.enable_x64(True):  # the fitter runs it in float64
+      f64 = lambda v: jnp.asarray(v, jnp.float64)
+      got = np.asarray(fit_lib._box_lsq([[f64(v) for v in row] for row in a.T @ a],
+                                        [f64(v) for v in a.T @ y], [f64(v) for v in ub]))
+    want = optimize.lsq_linear(a, y, bounds=(-ub, ub), tol=1e-12).x
+    obj = lambda x: np.sum((a @ x - y) ** 2)
+    assert np.all(np.abs(got) <= ub * (1 + 1e-9))
+    assert obj(got) <= obj(want) * (1 + 1e-9) + 1e-12
+
+
+def test_per_curve_huber_delta():
+  rng = np.random.default_rng(8)
+  y = np.stack([0.3 * T ** 0.5 + rng.normal(0, s, T.size) for s in (1e-3, 1e-1)])
+  res = L.fit_curves('power', {'x': T}, y, huber_delta=np.array([1e-3, 1e-1]))
+  for i, d in enumerate((1e-3, 1e-1)):
+    r = np.abs(L.evaluate('power', res.params(i), x=T) - y[i])
+    assert res.objective_C[i] == pytest.approx(
+        np.where(r <= d, 0.5 * r ** 2, d * (r - 0.5 * d)).sum(), rel=1e-9)
+  with pytest.raises(L.FitError, match='huber_delta'):
+    L.fit_curves('power', {'x': T}, y, huber_delta=np.array([1e-3, -1.0]))

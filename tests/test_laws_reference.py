@@ -1,5 +1,6 @@
 """Reference numbers of the CMR paper (docs method.md) and the Eq. 7 critical point."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -91,3 +92,36 @@ def test_eq7_root_kinds():
   t_true = synth.true_t0(460e6, 0.5, 1000.0)
   assert L.eq7_root(dom, gen, lam=1000.0, t_lo=1.0, t_hi=t_true / 2) == (float('inf'), 2)
   assert L.eq7_root(dom, gen, lam=1000.0, t_lo=2 * t_true, t_hi=4 * t_true) == (2 * t_true, 1)
+
+
+def test_t0_is_the_last_sign_change_before_the_budget():
+  """Definition 2: T0 is where g = dF/dT last turns from > 0 to <= 0 before T_b, with g <= 0
+  on [T0, T_b]; g > 0 at T_b means no critical point yet."""
+  from mixlaw.laws import cmr
+  with jax.enable_x64(True):
+    g = lambda t: -(t - 2.0) * (t - 5.0) * (t - 9.0)  # + on (1,2), - (2,5), + (5,9), - > 9
+    t0, kind = cmr.last_crossing(g, 1.0, 12.0)
+    assert int(kind) == 0 and float(t0) == pytest.approx(9.0, rel=1e-6)
+    assert int(cmr.last_crossing(g, 1.0, 7.0)[1]) == 2  # g(7) > 0: not (yet) feasible
+    t0, kind = cmr.last_crossing(g, 1.0, 4.0)
+    assert int(kind) == 0 and float(t0) == pytest.approx(2.0, rel=1e-6)
+    t0, kind = cmr.last_crossing(g, 2.5, 4.5)  # g <= 0 throughout: passed before the first T
+    assert int(kind) == 1 and float(t0) == 2.5
+    # A dip at T_min, then a rise to T_b: the old first-crossing rule called this T0 = T_min.
+    assert int(cmr.last_crossing(lambda t: t - 3.0, 1.0, 10.0)[1]) == 2
+
+
+def test_eq6_curve_that_dips_then_rises_has_no_critical_point():
+  """The committed demo's cpu_s R = 1 pattern: the general-loss fit dips below its first value,
+  then climbs through T_max, so g < 0 at T_min but g > 0 from just after it to T_max."""
+  dom = dict(a1=-0.05, s1=0.4, b1=0.0)
+  gen = dict(a2=0.05, s2=0.3, a3=0.5, s3=-2.0, b2=-0.1)  # slope < 0 below T ~ 4.3, then > 0
+  t = np.geomspace(1.0, 100.0, 2001)
+  slope = np.gradient(L.evaluate('eq6_gen', gen, T=t), t)
+  assert slope[0] < 0 < slope[-1] and np.all(np.diff(np.sign(slope)) >= 0)
+  t0, kind = L.eq7_root(dom, gen, lam=1000.0, t_lo=1.0, t_hi=100.0)
+  assert (t0, kind) == (float('inf'), 2)
+  # ... and a rise that turns down before the budget: T0 is that (real) turn.
+  gen_turn = dict(a2=-0.02, s2=0.5, a3=-0.5, s3=-0.5, b2=0.52)
+  t0, kind = L.eq7_root(dom, gen_turn, lam=1000.0, t_lo=1.0, t_hi=100.0)
+  assert kind == 0 and 1.0 < t0 < 100.0

@@ -6,18 +6,19 @@ published numbers alike. Every fit runs in float64 under a scoped `jax.enable_x6
 
 from mixlaw.laws.api import fit_form_csv
 from mixlaw.laws.api import fit_table
-from mixlaw.laws.api import format_tables
 from mixlaw.laws.api import list_forms
-from mixlaw.laws.api import read_results
+from mixlaw.laws.api import read_fit_options
 from mixlaw.laws.api import SCHEMA_VERSION
 from mixlaw.laws.api import write_fits
 from mixlaw.laws.cmr import eq7_root
-from mixlaw.laws.cmr import EPS
-from mixlaw.laws.cmr import LAM
-from mixlaw.laws.fit import fit_one
 from mixlaw.laws.fit import fit_curves
-from mixlaw.laws.fit import FitError
+from mixlaw.laws.fit import fit_one
 from mixlaw.laws.fit import FitResult
 from mixlaw.laws.forms import evaluate
 from mixlaw.laws.forms import FORMS
 from mixlaw.laws.forms import get_form
+from mixlaw.laws.options import FitError
+from mixlaw.laws.options import FitOptions
+from mixlaw.laws.options import LAM_RANGE
+from mixlaw.laws.tables import fit_tables
+from mixlaw.laws.tables import format_tables

@@ -1,94 +1,93 @@
-"""Critical mixture ratios: Eq. 6 fits, the Eq. 7 critical point, feasibility (Definition 2),
-the CMR at every budget T and the CMR law (Eq. 8), after Gu et al. 2024 (arXiv 2407.17467).
+"""Critical mixture ratios: the Eq. 7 critical point, feasibility (Definition 2), the CMR at
+every budget and its sensitivity, after Gu et al. 2024 (arXiv 2407.17467).
 
-Between trained ratios the Eq. 6 curves are interpolated in the ratio-law coordinate
-u = R^e (e: exponent of the ratio law L(R) = a R^e + b fitted to the Eq. 6 values at T_max
-across the size's ratios; e = 1 when that fit fails or e is outside (0, 4]):
+Eq. 6 itself lives in forms.py (`eq6_gen`, `eq6_dom`); slopes are its exact T-derivatives.
+With F(T) = dL_dom + lam (dL_gen - eps) and g = dF/dT (Eq. 7), R is feasible at budget T_b
+when the critical point has passed by T_b, i.e. T0 exists with g <= 0 on [T0, T_b]
+(equivalently g(T_b) <= 0), and condition A holds, dL_gen(T_b) <= eps. T0 is the last +->-
+sign change of g before T_b (a dip of a fit at T_min followed by a rise is not a critical point).
+Between trained ratios the Eq. 6 curves are interpolated in u = R^e (e: the exponent of the
+ratio law a R^e + b fitted to the Eq. 6 values at T_max across the size's ratios; e = 1 when
+that fit is poor or e is outside (0, 4]):
   dL(R, T) = (1 - w) dL(R_k, T) + w dL(R_k+1, T),   w = (u(R) - u_k) / (u_k+1 - u_k).
-The weights do not depend on T, so every interpolated curve is a mixture of Eq. 6 curves with
-exact T-derivatives, and interpolation is exact when the losses follow the ratio law.
-Feasible(R, T_b): the first critical point T0 (Eq. 7 root, where g turns <= 0) lies in
-[t_lo, T_b] and dL_gen(R, T_b) <= eps (condition A). CMR(T_b) = the largest feasible R,
-found on a 129-point R grid and refined by bisection to ~1e-8.
+The weights do not depend on T, so every interpolated curve keeps exact T-derivatives.
+CMR(T_b) = the largest feasible R: a 129-point R grid, refined by bisection to ~1e-8.
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mixlaw.laws import fit as fit_lib
+from mixlaw.laws import forms as forms_lib
 from mixlaw.laws.forms import pow_
+from mixlaw.laws.options import LAM_RANGE  # noqa: F401  (the paper's lambdas)
 
-EPS = 0.05
-LAM = 1000.0  # geometric middle of the paper's 100..7000 (sqrt(7e5) ~ 840), rounded.
-LAM_RANGE = (100.0, 7000.0)
 N_TGRID, N_TBISECT = 128, 50
 N_RGRID, N_RBISECT = 129, 24
 N_BUDGETS = 50
 # Censoring of a CMR: 0 = inside the trained ratios, 1 = every trained ratio up to the largest
 # is feasible (CMR >= max R; reported as max R), 2 = none is feasible (reported as null).
 CENSOR = {0: None, 1: 'above', 2: 'below'}
+KIND = {0: 'root', 1: 'before_first_eval', 2: 'none'}
+EQ6 = {'general': 'eq6_gen', 'domain': 'eq6_dom'}
 
 
-def gen_value(p, t):
-  a2, s2, a3, s3, b2 = (p[..., i] for i in range(5))
-  return a2 * pow_(t, s2) + a3 * pow_(t, s3) + b2
+def eq6_value(which, p_P, t):
+  """Eq. 6 (forms.py) at scalar or array T, parameters as a vector in the form's order."""
+  form = forms_lib.get_form(EQ6[which])
+  return form.fn({k: p_P[..., i] for i, k in enumerate(form.params)}, {'T': t})
 
 
-def gen_slope(p, t):
-  a2, s2, a3, s3 = (p[..., i] for i in range(4))
-  return a2 * s2 * pow_(t, s2 - 1) + a3 * s3 * pow_(t, s3 - 1)
-
-
-def dom_value(p, t):
-  return p[..., 0] * pow_(t, p[..., 1]) + p[..., 2]
-
-
-def dom_slope(p, t):
-  return p[..., 0] * p[..., 1] * pow_(t, p[..., 1] - 1)
+def eq6_slope(which, p_P, t):
+  """d Eq. 6 / dT at scalar T (exact, by autodiff)."""
+  return jax.grad(lambda tt: eq6_value(which, p_P, tt))(t)
 
 
 def eq7_g(t, dom_p3, gen_p5, lam):
-  """dF/dT of F = dL_dom + lam (dL_gen - eps): a1 s1 T^(s1-1) + lam (a2 s2 T^(s2-1) + a3 s3 T^(s3-1))."""
-  return dom_slope(dom_p3, t) + lam * gen_slope(gen_p5, t)
+  """dF/dT of F = dL_dom + lam (dL_gen - eps)."""
+  return eq6_slope('domain', dom_p3, t) + lam * eq6_slope('general', gen_p5, t)
 
 
-def first_crossing(g_fn, t_lo, t_hi):
-  """First T in [t_lo, t_hi] where g turns <= 0: a 128-point log-T scan, then bisection.
+def last_crossing(g_fn, t_lo, t_b):
+  """T0: the last T in [t_lo, t_b] where g turns from > 0 to <= 0, with g <= 0 up to t_b.
 
-  Returns (T0, kind): kind 0 = a root inside; 1 = g <= 0 already at t_lo (the critical point
-  passed before the first evaluation; T0 = t_lo); 2 = g > 0 throughout (T0 = inf).
+  A 128-point log-T scan, then bisection. Returns (T0, kind): kind 0 = a root inside; 1 = g <= 0
+  on all of [t_lo, t_b] (the critical point passed before the first fitted eval; T0 = t_lo);
+  2 = g(t_b) > 0 (no critical point yet; T0 = inf). NaN counts as > 0.
   """
-  lt = jnp.linspace(jnp.log(t_lo), jnp.log(t_hi), N_TGRID)
-  nonpos = jax.vmap(lambda l: g_fn(jnp.exp(l)))(lt) <= 0  # NaN counts as > 0.
-  i = jnp.argmax(nonpos)
-  found = jnp.any(nonpos)
+  lt = jnp.linspace(jnp.log(t_lo), jnp.log(t_b), N_TGRID)
+  pos = ~(jax.vmap(lambda l: g_fn(jnp.exp(l)))(lt) <= 0)
+  last_pos = N_TGRID - 1 - jnp.argmax(pos[::-1])  # valid when any(pos)
 
   def bisect(_, ab):
     a, b = ab
     m = 0.5 * (a + b)
-    pos = g_fn(jnp.exp(m)) > 0
-    return jnp.where(pos, m, a), jnp.where(pos, b, m)
+    p = ~(g_fn(jnp.exp(m)) <= 0)
+    return jnp.where(p, m, a), jnp.where(p, b, m)
 
-  a, b = jax.lax.fori_loop(0, N_TBISECT, bisect, (lt[jnp.maximum(i - 1, 0)], lt[i]))
-  t0 = jnp.where(found, jnp.where(i == 0, t_lo, jnp.exp(0.5 * (a + b))), jnp.inf)
-  kind = jnp.where(found, jnp.where(i == 0, 1, 0), 2)
+  i = jnp.minimum(last_pos, N_TGRID - 2)
+  a, b = jax.lax.fori_loop(0, N_TBISECT, bisect, (lt[i], lt[i + 1]))
+  kind = jnp.where(pos[-1], 2, jnp.where(jnp.any(pos), 0, 1))
+  t0 = jnp.where(kind == 2, jnp.inf, jnp.where(kind == 1, t_lo, jnp.exp(0.5 * (a + b))))
   return t0, kind
 
 
-def cmr_core(gen_fn, g_fn, r_lo, r_hi, t_lo, t_max, budgets_J, eps):
+def cmr_core(gen_fn, g_fn, r_lo, r_hi, budgets_J, eps, use_cp=True):
   """CMR at each budget for a family given by gen_fn(R, T) = dL_gen and g_fn(R, T) = dF/dT.
 
-  Returns (cmr_J, censor_J); censored 'below' entries are NaN, 'above' ones are r_hi.
+  use_cp=False: condition A alone. Returns (cmr_J, censor_J); censored 'below' entries are NaN,
+  'above' ones are r_hi.
   """
   r_G = jnp.linspace(r_lo, r_hi, N_RGRID)
-  t0_G = jax.vmap(lambda r: first_crossing(lambda t: g_fn(r, t), t_lo, t_max)[0])(r_G)
-  gen_GxJ = jax.vmap(lambda r: jax.vmap(lambda t: gen_fn(r, t))(budgets_J))(r_G)
-  feas_GxJ = (t0_G[:, None] <= budgets_J[None, :]) & (gen_GxJ <= eps)
 
   def feasible(r, tb):
-    t0 = first_crossing(lambda t: g_fn(r, t), t_lo, t_max)[0]
-    return (t0 <= tb) & (gen_fn(r, tb) <= eps)
+    ok_a = gen_fn(r, tb) <= eps
+    return ok_a & ((g_fn(r, tb) <= 0) | (not use_cp))
+
+  feas_GxJ = jax.vmap(lambda r: jax.vmap(lambda tb: feasible(r, tb))(budgets_J))(r_G)
 
   def one_budget(feas_G, tb):
     k = N_RGRID - 1 - jnp.argmax(feas_G[::-1])
@@ -128,64 +127,70 @@ def interp_family(fam, lam):
     return (1 - w) * fn(p[i], t) + w * fn(p[i + 1], t)
 
   def gen_fn(r, t):
-    return mix(gen, fam['e_gen'], gen_value, r, t)
+    return mix(gen, fam['e_gen'], lambda p, tt: eq6_value('general', p, tt), r, t)
 
   def g_fn(r, t):
-    return mix(dom, fam['e_dom'], dom_slope, r, t) + lam * mix(gen, fam['e_gen'], gen_slope, r, t)
+    return (mix(dom, fam['e_dom'], lambda p, tt: eq6_slope('domain', p, tt), r, t)
+            + lam * mix(gen, fam['e_gen'], lambda p, tt: eq6_slope('general', p, tt), r, t))
 
   return gen_fn, g_fn
 
 
-def _family_cmr(fam, lam, eps, t_lo, t_max, budgets_J):
+def _family_cmr(fam, lam, eps, budgets_J, use_cp=True):
   gen_fn, g_fn = interp_family(fam, lam)
   r = fam['ratios_K']
-  return cmr_core(gen_fn, g_fn, r[0], r[-1], t_lo, t_max, budgets_J, eps)
+  return cmr_core(gen_fn, g_fn, r[0], r[-1], budgets_J, eps, use_cp)
 
 
 def _family_trained(fam, lam, t_lo, t_max):
   gen_fn, g_fn = interp_family(fam, lam)
 
   def one(r):
-    t0, kind = first_crossing(lambda t: g_fn(r, t), t_lo, t_max)
-    return t0, kind, gen_fn(r, t_max)
+    t0, kind = last_crossing(lambda t: g_fn(r, t), t_lo, t_max)
+    return t0, kind, gen_fn(r, t_max), g_fn(r, t_max)
 
   return jax.vmap(one)(fam['ratios_K'])
 
 
 @jax.jit
 def _family_analysis(fam_B, lams_L, eps, t_lo, t_max, budgets_J):
-  main = jax.vmap(lambda f: _family_cmr(f, lams_L[0], eps, t_lo, t_max, budgets_J))(fam_B)
+  lam = lams_L[0]
+  main = jax.vmap(lambda f: _family_cmr(f, lam, eps, budgets_J))(fam_B)
+  only_a = jax.vmap(lambda f: _family_cmr(f, lam, eps, budgets_J[-1:], False))(fam_B)
   fam0 = jax.tree.map(lambda x: x[0], fam_B)
-  sens = jax.vmap(lambda lam: _family_cmr(fam0, lam, eps, t_lo, t_max, budgets_J[-1:]))(lams_L)
-  return main, sens, _family_trained(fam0, lams_L[0], t_lo, t_max)
+  sens = jax.vmap(lambda l: _family_cmr(fam0, l, eps, budgets_J[-1:]))(lams_L)
+  return main, only_a, sens, _family_trained(fam0, lam, t_lo, t_max)
 
 
 def family_analysis(fam_B, lams, eps, t_lo, t_max, budgets_J) -> dict:
   """One size's family for B replicates (leading axis B on every leaf; replicate 0 is the
-  point estimate). With lam = lams[0]: CMR at every budget for every replicate (cmr_BxJ,
-  censor_BxJ) and, for replicate 0, T0, its kind and dL_gen(T_max) at the trained ratios;
-  for replicate 0 and each lam in lams: the CMR at T_max (sens_cmr_L, sens_censor_L).
+  point estimate). With lam = lams[0], for every replicate: the CMR at every budget (cmr_BxJ,
+  censor_BxJ) and at T_max under condition A alone (cmr_a_B, censor_a_B); for replicate 0, at
+  the trained ratios and T_max: T0, its kind, dL_gen and g; for replicate 0 and each lam in
+  lams: the CMR at T_max (sens_cmr_L, sens_censor_L).
   """
+  b = len(np.asarray(fam_B['e_gen']))
+  bb = max(64, 1 << (b - 1).bit_length())  # shared compilations across replicate counts.
   with jax.enable_x64(True):
-    fam = {k: jnp.asarray(np.asarray(v, np.float64)) for k, v in fam_B.items()}
-    (c, z), (sc, sz), (t0, kind, dg) = _family_analysis(
+    fam = {k: jnp.asarray(np.concatenate([np.asarray(v, np.float64)] + [
+        np.asarray(v, np.float64)[:1]] * (bb - b))) for k, v in fam_B.items()}
+    (c, z), (ca, za), (sc, sz), (t0, kind, dg, g) = _family_analysis(
         fam, jnp.asarray(np.asarray(lams, np.float64)), float(eps), float(t_lo), float(t_max),
         jnp.asarray(np.asarray(budgets_J, np.float64)))
-    out = dict(cmr_BxJ=c, censor_BxJ=z, sens_cmr_L=sc[:, 0], sens_censor_L=sz[:, 0], t0_K=t0,
-               kind_K=kind, dgen_K=dg)
+    out = dict(cmr_BxJ=c[:b], censor_BxJ=z[:b], cmr_a_B=ca[:b, 0], censor_a_B=za[:b, 0],
+               sens_cmr_L=sc[:, 0], sens_censor_L=sz[:, 0], t0_K=t0, kind_K=kind, dgen_K=dg,
+               g_K=g)
     return {k: np.array(v) for k, v in out.items()}
 
 
 @jax.jit
 def _eq7_root(dom_p, gen_p, lam, t_lo, t_hi):
-  return first_crossing(lambda t: eq7_g(t, dom_p, gen_p, lam), t_lo, t_hi)
+  return last_crossing(lambda t: eq7_g(t, dom_p, gen_p, lam), t_lo, t_hi)
 
 
-def eq7_root(dom_params, gen_params, lam=LAM, t_lo=1e-3, t_hi=100.0):
-  """Critical point T0 of one ratio from its Eq. 6 fits (dicts a1, s1, b1 / a2, s2, a3, s3, b2).
-
-  Returns (T0, kind) as in first_crossing.
-  """
+def eq7_root(dom_params, gen_params, lam, t_lo=1e-3, t_hi=100.0):
+  """Critical point T0 of one ratio at budget t_hi from its Eq. 6 fits (dicts a1, s1, b1 /
+  a2, s2, a3, s3, b2). Returns (T0, kind) as in last_crossing."""
   with jax.enable_x64(True):
     d = jnp.asarray([dom_params[k] for k in ('a1', 's1', 'b1')], jnp.float64)
     g = jnp.asarray([gen_params[k] for k in ('a2', 's2', 'a3', 's3', 'b2')], jnp.float64)
@@ -193,39 +198,28 @@ def eq7_root(dom_params, gen_params, lam=LAM, t_lo=1e-3, t_hi=100.0):
     return float(t0), int(kind)
 
 
+def interp_exponent(s, r2):
+  """Interpolation exponent from ratio-law fits (exponent s, R^2): s if R^2 >= 0.9 and
+  0 < s <= 4, else 1 (linear in R)."""
+  return np.where((s > 0) & (s <= 4) & (r2 >= 0.9), s, 1.0)
+
+
+def fit_exponent(ratios_K, values_K) -> float:
+  """interp_exponent of the ratio law fitted to one size's values at T_max (1 if < 3 ratios)."""
+  if len(ratios_K) < 3:
+    return 1.0
+  r = fit_lib.fit_one('ratio_law', {'R': ratios_K}, values_K, what='ratio-law fit')
+  return float(interp_exponent(r.params_CxP[0, 1], r.r2_C[0]))
+
+
 def budgets(t_lo, t_max, n=N_BUDGETS):
   """The T grid of the CMR series: n evenly spaced budgets up to T_max, none below t_lo."""
   return np.linspace(max(t_lo, t_max / n), t_max, n)
 
 
-def ratio_exponents(ratios_SK, values_BxSxK, huber_delta):
-  """Ratio-law exponent e per (replicate, size) for the interpolation coordinate u = R^e.
-
-  ratios_SK: list of S arrays; values_BxSxK: list of S arrays B x K. Sizes with < 3 ratios, bad
-  fits or e outside (0, 4] get e = 1 (linear in R).
-  """
-  b = values_BxSxK[0].shape[0]
-  e_BxS = np.ones((b, len(ratios_SK)))
-  rows = [s for s, r in enumerate(ratios_SK) if len(r) >= 3]
-  if not rows:
-    return e_BxS
-  kmax = max(len(ratios_SK[s]) for s in rows)
-  x = np.ones((b, len(rows), kmax))
-  y = np.ones((b, len(rows), kmax))
-  w = np.zeros((b, len(rows), kmax))
-  for j, s in enumerate(rows):
-    k = len(ratios_SK[s])
-    x[:, j, :k], y[:, j, :k], w[:, j, :k] = ratios_SK[s], values_BxSxK[s], 1.0
-  res = fit_lib.fit_curves('ratio_law', {'R': x.reshape(-1, kmax)}, y.reshape(-1, kmax),
-                           w.reshape(-1, kmax), huber_delta=huber_delta, n_starts=16)
-  p = res.params_CxP.reshape(b, len(rows), 3)
-  ok = ((p[..., 1] > 0) & (p[..., 1] <= 4) & (res.r2_C.reshape(b, len(rows)) >= 0.9)
-        & res.converged_C.reshape(b, len(rows)))
-  e_BxS[:, rows] = np.where(ok, p[..., 1], 1.0)
-  return e_BxS
-
-
-_eq6_jit = {'general': jax.jit(gen_value), 'domain': jax.jit(dom_value)}
+@functools.lru_cache(maxsize=None)
+def _eq6_jit(which):
+  return jax.jit(lambda p, t: eq6_value(which, p, t))
 
 
 def eq6_at(which, params_xP, t):
@@ -233,4 +227,4 @@ def eq6_at(which, params_xP, t):
   with jax.enable_x64(True):
     p = jnp.asarray(np.asarray(params_xP, np.float64))
     t = jnp.asarray(np.asarray(t, np.float64))
-    return np.array(_eq6_jit[which](p, t))
+    return np.array(_eq6_jit(which)(p, t))

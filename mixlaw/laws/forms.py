@@ -2,10 +2,15 @@
 
 A form is `fn(p, v) -> prediction`, where `p` maps parameter name -> scalar and `v` maps variable
 name -> array (jax.numpy). Parameter kinds tell the fitter how to parameterise and start:
-  'linear': enters the form linearly, any sign; started by least squares given the others.
+  'linear': enters the form linearly, any sign; solved by (box-constrained) least squares given
+            the others. Bounded by `amp_bound`: |value| * (the largest magnitude of its term on
+            the data) <= amp_bound * max |y|, i.e. no term may be more than amp_bound times the
+            data (what stops two huge terms cancelling into a hook).
   'log':    positive scale, optimised as its logarithm; started on a geometric grid over `ranges`.
   'free':   any sign (exponents); started on a linear grid over `ranges`.
-`space` is the residual space: 'loss' (pred - y) or 'log' (log pred - log y).
+Every 'log' and 'free' parameter has a box `bounds` (value space) that the fitter enforces;
+`ranges` (the start grid) lies inside it. `space` is the residual space: 'loss' (pred - y) or
+'log' (log pred - log y).
 """
 
 import dataclasses
@@ -16,7 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mixlaw.laws.options import FitError
+
 N_UNIT = 1e9  # the surfaces read model size as N / 1e9.
+EXP_BOX = (-3.0, 3.0)  # every power-law exponent: wide for Eq. 6's 0.1..1, narrow enough that a
+#                        term cannot stay flat over most of [T_min, T_max] and hook at one end.
+AMP_BOUND = 100.0  # see 'linear' above.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,13 +42,19 @@ class Form:
   space: str = 'loss'
   swap: tuple[tuple[str, str], ...] = ()  # interchangeable (scale, exponent) terms.
   kernel: str | None = None  # a form of identical structure whose compiled fitter is shared.
+  bounds: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+  amp_bound: float = AMP_BOUND
 
   def __post_init__(self):
     assert set(self.kinds) == set(self.params), self.name
     for k, kind in self.kinds.items():
       assert kind in ('linear', 'log', 'free'), (self.name, k)
       assert (kind == 'linear') == (k not in self.ranges), (self.name, k)
+      assert (kind == 'linear') == (k not in self.bounds), (self.name, k)
       assert not (kind == 'linear' and self.space == 'log'), (self.name, k)
+      if kind != 'linear':
+        (lo, hi), (rlo, rhi) = self.bounds[k], self.ranges[k]
+        assert lo < rlo < rhi < hi and (kind == 'free' or lo > 0), (self.name, k)
     if self.kernel:
       base = FORMS[self.kernel]
       assert ([base.kinds[k] for k in base.params] == [self.kinds[k] for k in self.params]
@@ -48,7 +64,9 @@ class Form:
   def describe(self) -> dict:
     return dict(name=self.name, variables=list(self.variables), params=list(self.params),
                 equation=self.equation, source=self.source, space=self.space,
-                kinds={p: self.kinds[p] for p in self.params})
+                kinds={p: self.kinds[p] for p in self.params},
+                bounds={p: list(self.bounds[p]) for p in self.params if p in self.bounds},
+                amp_bound=self.amp_bound if 'linear' in self.kinds.values() else None)
 
 
 def pow_(x, s):
@@ -73,7 +91,6 @@ def register(form: Form) -> Form:
 
 def get_form(name: str) -> Form:
   if name not in FORMS:
-    from mixlaw.laws.fit import FitError  # pylint: disable=g-import-not-at-top
     raise FitError(f'unknown form {name!r}; known forms: {", ".join(sorted(FORMS))}')
   return FORMS[name]
 
@@ -89,7 +106,6 @@ def evaluate(form, params: Mapping[str, float], **variables) -> np.ndarray:
   missing = [k for k in form.params if k not in params]
   missing += [k for k in form.variables if k not in variables]
   if missing:
-    from mixlaw.laws.fit import FitError  # pylint: disable=g-import-not-at-top
     raise FitError(f'evaluate({form.name}): missing {missing}; needs params {form.params} '
                    f'and variables {form.variables}')
   with jax.enable_x64(True):
@@ -112,18 +128,19 @@ def _power(var):
 register(Form(
     'power', ('x',), ('a', 's', 'b'), _power('x'),
     kinds=dict(a='linear', s='free', b='linear'), ranges=dict(s=(-2.0, 2.0)),
-    equation='L(x) = a * x^s + b', source='generic power law with offset'))
+    bounds=dict(s=EXP_BOX), equation='L(x) = a * x^s + b', source='generic power law with offset'))
 
 register(Form(
     'ratio_law', ('R',), ('a', 's', 'b'), _power('R'),
     kinds=dict(a='linear', s='free', b='linear'), ranges=dict(s=(-1.0, 2.0)),
-    kernel='power', equation='L(R) = a * R^s + b',
+    bounds=dict(s=EXP_BOX), kernel='power', equation='L(R) = a * R^s + b',
     source='Gu et al. 2024 (arXiv 2407.17467) Sec. 5.1: loss at T_max against the ratio R'))
 
 register(Form(
     'cmr_law', ('T',), ('a', 's', 'b'), _power('T'),
     kinds=dict(a='linear', s='free', b='linear'), ranges=dict(s=(-1.5, 1.5)),
-    kernel='power', equation='R_CMR(T) = a * T^s + b  (the paper writes a4, s4, b3)',
+    bounds=dict(s=EXP_BOX), kernel='power',
+    equation='R_CMR(T) = a * T^s + b  (the paper writes a4, s4, b3)',
     source='Gu et al. 2024 Eq. 8 (CMR scaling law), Table 5'))
 
 # ---------------------------------------------------------------- the paper's Eq. 6
@@ -132,7 +149,7 @@ register(Form(
     'eq6_dom', ('T',), ('a1', 's1', 'b1'),
     lambda p, v: p['a1'] * pow_(v['T'], p['s1']) + p['b1'],
     kinds=dict(a1='linear', s1='free', b1='linear'), ranges=dict(s1=(-2.0, 2.0)),
-    kernel='power', equation='dL_dom(T) = a1 * T^s1 + b1',
+    bounds=dict(s1=EXP_BOX), kernel='power', equation='dL_dom(T) = a1 * T^s1 + b1',
     source='Gu et al. 2024 Eq. 6 (domain-loss increment against CPT volume T)'))
 
 register(Form(
@@ -140,7 +157,7 @@ register(Form(
     lambda p, v: (p['a2'] * pow_(v['T'], p['s2']) + p['a3'] * pow_(v['T'], p['s3'])
                   + p['b2']),
     kinds=dict(a2='linear', s2='free', a3='linear', s3='free', b2='linear'),
-    ranges=dict(s2=(-2.0, 2.0), s3=(-2.0, 2.0)),
+    ranges=dict(s2=(-2.0, 2.0), s3=(-2.0, 2.0)), bounds=dict(s2=EXP_BOX, s3=EXP_BOX),
     equation='dL_gen(T) = a2 * T^s2 + a3 * T^s3 + b2   (reported with s2 >= s3)',
     source='Gu et al. 2024 Eq. 6 (general-loss increment: rise then plateau)',
     swap=(('a2', 's2'), ('a3', 's3'))))
@@ -161,6 +178,8 @@ register(Form(
                gamma='free', eps='log'),
     ranges=dict(E=(0.5, 3.0), A=(1e1, 1e4), alpha=(0.1, 0.6), B=(1e0, 1e3), eta=(-0.5, 1.0),
                 beta=(0.1, 0.6), C=(1e-3, 1.0), gamma=(0.1, 1.0), eps=(1e-3, 0.1)),
+    bounds=dict(E=(1e-3, 1e2), A=(1e-3, 1e12), alpha=EXP_BOX, B=(1e-3, 1e12), eta=EXP_BOX,
+                beta=EXP_BOX, C=(1e-6, 1e3), gamma=EXP_BOX, eps=(1e-6, 1.0)),
     equation='L(N, D, r) = E + A / N^alpha + B * r^eta / D^beta + C / (r + eps)^gamma',
     source='D-CPT Law, Que et al. 2024 (arXiv 2406.01375); all scales positive'))
 
@@ -169,6 +188,7 @@ register(Form(
     lambda p, v: p['c'] + p['k'] * jnp.exp(p['t'] * v['r']),
     kinds=dict(c='log', k='log', t='free'),
     ranges=dict(c=(0.1, 3.0), k=(0.05, 3.0), t=(-5.0, 5.0)),
+    bounds=dict(c=(1e-3, 1e2), k=(1e-6, 1e2), t=(-30.0, 30.0)),
     equation='L(r) = c + k * exp(t * r)',
     source='Data Mixing Laws, Ye et al. 2024 (arXiv 2403.16952), one domain'))
 
@@ -185,6 +205,7 @@ def _dml_k(k):
       f'dml_exp_{k}', names, ('c', 'k') + ts, fn,
       kinds=dict(c='log', k='log', **{t: 'free' for t in ts}),
       ranges=dict(c=(0.1, 3.0), k=(0.05, 3.0), **{t: (-5.0, 5.0) for t in ts}),
+      bounds=dict(c=(1e-3, 1e2), k=(1e-6, 1e2), **{t: (-30.0, 30.0) for t in ts}),
       equation=f'L(r1..r{k}) = c + k * exp(sum_j t_j * r_j)',
       source=f'Data Mixing Laws, Ye et al. 2024 (arXiv 2403.16952), {k}-domain form'))
 
@@ -197,6 +218,7 @@ register(Form(
     lambda p, v: p['A'] / pow_(v['r'], p['alpha']) * (p['B'] / pow_(v['s'], p['beta']) + p['C']),
     kinds=dict(A='log', alpha='free', B='log', beta='free', C='log'),
     ranges=dict(A=(0.3, 3.0), alpha=(0.0, 0.5), B=(0.1, 100.0), beta=(0.1, 1.0), C=(0.3, 3.0)),
+    bounds=dict(A=(1e-3, 1e3), alpha=EXP_BOX, B=(1e-4, 1e6), beta=EXP_BOX, C=(1e-4, 1e3)),
     equation='L(r, s) = (A / r^alpha) * (B / s^beta + C)',
     source='BiMix (arXiv 2405.14908); A scales (B, C) jointly: only A*B and A*C are identified'))
 
@@ -205,6 +227,7 @@ register(Form(
     lambda p, v: p['E'] + p['A'] / pow_(v['N'], p['alpha']) + p['B'] / pow_(v['D'], p['beta']),
     kinds=dict(E='log', A='log', B='log', alpha='free', beta='free'),
     ranges=dict(E=(0.4, 2.7), A=(1.0, 1e10), B=(1.0, 1e10), alpha=(0.0, 2.0), beta=(0.0, 2.0)),
+    bounds=dict(E=(1e-3, 1e2), A=(1e-3, 1e16), B=(1e-3, 1e16), alpha=EXP_BOX, beta=EXP_BOX),
     equation='L(N, D) = E + A / N^alpha + B / D^beta  (residuals in log L, i.e. LSE form)',
     source='Hoffmann et al. 2022 approach 3; Besiroglu et al. 2024 (arXiv 2404.10102)',
     space='log'))
@@ -229,6 +252,8 @@ register(Form(
                nu3='free', s3='free', eps='log', Ta='log'),
     ranges=dict(rho2=(-0.5, 1.0), nu2=(-0.5, 0.5), s2=(0.1, 1.0), rho3=(0.3, 2.0),
                 nu3=(-0.5, 0.5), s3=(-1.5, -0.1), eps=(1e-3, 0.3), Ta=(0.3, 3.0)),
+    bounds=dict(rho2=EXP_BOX, nu2=EXP_BOX, s2=EXP_BOX, rho3=EXP_BOX, nu3=EXP_BOX, s3=EXP_BOX,
+                eps=(1e-4, 10.0), Ta=(1e-3, 1e3)),
     equation=('dL_gen(R, N, T) = a2 (T^s2 - Ta^s2) + a3 (T^s3 - Ta^s3),  a_k = A_k (R + eps)^rho_k '
               'n^-nu_k,  n = N / 1e9'),
     source=('mixlaw: joint ratio-size-steps surface. The paper\'s Eq. 6 (general) with shared '
@@ -241,5 +266,6 @@ register(Form(
                   * ppow(v['T'], p['sigma'])),
     kinds=dict(C='linear', eps='log', rho='free', nu='free', sigma='free'),
     ranges=dict(eps=(1e-3, 0.3), rho=(0.05, 1.5), nu=(-0.5, 0.5), sigma=(0.05, 1.0)),
+    bounds=dict(eps=(1e-4, 10.0), rho=EXP_BOX, nu=EXP_BOX, sigma=EXP_BOX),
     equation='dL_dom(R, N, T) = C (R + eps)^rho n^-nu T^sigma,  n = N / 1e9  (C < 0)',
     source='mixlaw: joint ratio-size-steps surface, domain side (D-CPT-like power terms)'))

@@ -1,8 +1,12 @@
 """From a results table (column name -> array) to loss-increment curves per (size, ratio).
 
-Uses the validation rows of the CPT phase. L_gen(S), L_dom(S) are the size's tokens_seen == 0
-losses (averaged over its runs), or failing that its last base-phase validation row. T is CPT
-tokens / tokens_per_unit (the paper's unit: T = 1 is 0.2e9 tokens).
+Uses the validation rows of the CPT phase. A curve is one (size, ratio); its runs are the CPT
+data-order seeds (column `cpt_seed`, 0 when absent), whole-run replicates. L_gen(S), L_dom(S)
+are the size's step-0 (tokens_seen == 0) losses, averaged over its runs, or failing that its
+last base-phase validation row; step 0 is the reference, never a fitted point. Evals inside the
+CPT warmup are dropped: at step <= the step at which the run's learning rate first reaches its
+maximum (train rows' lr, else validation rows'), or at step <= options.warmup_steps. T is CPT
+tokens / tokens_per_unit. Rows are deduplicated as mixlaw.results does (last row per key wins).
 """
 
 import dataclasses
@@ -10,26 +14,67 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from mixlaw.laws.fit import FitError
+from mixlaw import results
+from mixlaw.laws.options import FitError, FitOptions
 
-PAPER_TOKENS_PER_UNIT = 0.2e9
 REQUIRED = ('run_id', 'size_name', 'ratio', 'tokens_seen', 'split', 'phase', 'general_loss',
             'domain_loss')
 MIN_POINTS = 5  # Eq. 6 (general) has five parameters.
 
 
 @dataclasses.dataclass
-class Curve:
-  """One (size, ratio): dL against T > 0, sorted by T; the measured losses at its last T."""
-  size: str
-  ratio: float
-  run_ids: list[str]
+class Run:
+  """One CPT run's fitted evals (T > 0, after warmup), in T order."""
+  run_id: str
+  seed: int
   t_N: np.ndarray
   gen_N: np.ndarray
   dom_N: np.ndarray
+  warmup_step: int  # evals at step <= this were dropped (0: none).
+  n_warmup: int  # how many evals that dropped.
+
+
+@dataclasses.dataclass
+class Curve:
+  """One (size, ratio): dL against T of each run; the measured losses at its last T."""
+  size: str
+  ratio: float
+  runs: list[Run]
   final_t: float
   final_gen_loss: float
   final_dom_loss: float
+
+  @property
+  def run_ids(self) -> list[str]:
+    return [r.run_id for r in self.runs]
+
+  def pooled(self, attr: str) -> np.ndarray:
+    """Every run's points back to back (the fit's order; run_of() says whose)."""
+    return np.concatenate([getattr(r, attr) for r in self.runs])
+
+  def run_of(self) -> np.ndarray:
+    return np.concatenate([np.full(r.t_N.size, i) for i, r in enumerate(self.runs)])
+
+  @property
+  def t_N(self):
+    return self.pooled('t_N')
+
+  @property
+  def gen_N(self):
+    return self.pooled('gen_N')
+
+  @property
+  def dom_N(self):
+    return self.pooled('dom_N')
+
+
+@dataclasses.dataclass
+class Base:
+  """A size's base-training validation curve (for the gates and the report)."""
+  steps: np.ndarray
+  tokens: np.ndarray
+  gen: np.ndarray
+  dom: np.ndarray
 
 
 @dataclasses.dataclass
@@ -41,8 +86,9 @@ class Size:
   base_gen: float
   base_dom: float
   t_max: float  # the common CPT budget of its curves (the smallest last T).
-  t_lo: float  # the smallest T > 0 measured.
+  t_lo: float  # the smallest fitted T.
   curves: list[Curve]
+  base: Base | None = None
 
   @property
   def ratios(self) -> np.ndarray:
@@ -79,28 +125,58 @@ def columns(table: Any) -> dict[str, np.ndarray]:
 
 
 def dedupe(cols: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Keeps the last row of each (run_id, phase, step, split) key."""
-  keys = [k for k in ('run_id', 'phase', 'step', 'split') if k in cols]
+  """Keeps the last row of each mixlaw.results.KEY (run_id, step, split)."""
+  keys = [k for k in results.KEY if k in cols]
   if not keys or not len(cols[keys[0]]):
     return dict(cols)
-  n = len(cols[keys[0]])
   last = {}
-  for i in range(n):
+  for i in range(len(cols[keys[0]])):
     last[tuple(str(cols[k][i]) for k in keys)] = i
   idx = np.array(sorted(last.values()), int)
   return {k: np.asarray(v)[idx] for k, v in cols.items()}
 
 
-def _floats(cols, name, mask):
+def _floats(cols, name, mask=slice(None)):
   try:
-    return np.asarray(cols[name][mask], np.float64)
+    return np.asarray(np.where(cols[name][mask] == None, np.nan, cols[name][mask]),  # noqa: E711
+                      np.float64)
   except (TypeError, ValueError) as e:
     raise FitError(f'column {name!r} must be numeric: {e}') from None
 
 
-def load(table: Any, *, tokens_per_unit: float | str | None = None, domain: str | None = None,
-         size_column: str = 'n_params_nonemb', min_points: int = MIN_POINTS) -> Sweep:
-  """Validates a results table and returns its curves. Raises FitError on bad input."""
+def warmup_step(steps, lrs, split) -> int:
+  """The step at which a run's lr first reaches its maximum (train rows if any); 0 if the lr
+  is at its maximum from the first row on, or unknown."""
+  for sel in (split == 'train', np.ones_like(split, bool)):
+    s, lr = steps[sel], lrs[sel]
+    ok = np.isfinite(lr) & np.isfinite(s)
+    if ok.any():
+      s, lr = s[ok], lr[ok]
+      order = np.argsort(s, kind='stable')
+      s, lr = s[order], lr[order]
+      first = int(np.argmax(lr >= lr.max() * (1 - 1e-6)))
+      return 0 if first == 0 or lr[0] >= lr.max() * (1 - 1e-6) else int(s[first])
+  return 0
+
+
+def _domain_mask(cols, split, phase, domain):
+  if 'domain' not in cols:
+    return np.ones(len(split), bool), domain
+  dom_col = cols['domain'].astype(str)
+  sel = (split == 'validation') & (phase == 'cpt')
+  names = sorted(set(dom_col[sel]))
+  if domain is None and len(names) > 1:
+    raise FitError(f'the table holds several domains {names}; pass domain= to choose one')
+  domain = domain if domain is not None else (names[0] if names else None)
+  return dom_col == domain, domain
+
+
+def load(table: Any, opts: FitOptions | None = None, min_points: int = MIN_POINTS) -> Sweep:
+  """Validates a results table and returns its curves (tokens_per_unit, domain, size_column
+  and warmup_steps from opts). Raises FitError on bad input."""
+  opts = opts or FitOptions()
+  tokens_per_unit, domain = opts.tokens_per_unit, opts.domain
+  size_column, warmup_steps = opts.size_column, opts.warmup_steps
   cols = columns(table)
   n_rows = len(next(iter(cols.values()))) if cols else 0
   if n_rows == 0:
@@ -110,28 +186,15 @@ def load(table: Any, *, tokens_per_unit: float | str | None = None, domain: str 
   if missing:
     raise FitError(f'results table lacks column(s) {missing}; required: {", ".join(REQUIRED)}')
   cols = dedupe(cols)
-  split = cols['split'].astype(str)
-  phase = cols['phase'].astype(str)
-  dom_col = cols['domain'].astype(str) if 'domain' in cols else None
-  if dom_col is not None:
-    sel = (split == 'validation') & (phase == 'cpt')
-    names = sorted(set(dom_col[sel]))
-    if domain is None and len(names) > 1:
-      raise FitError(f'the table holds several domains {names}; pass domain= to choose one')
-    domain = domain if domain is not None else (names[0] if names else None)
-    in_dom = dom_col == domain
-  else:
-    in_dom = np.ones(len(split), bool)
+  split, phase = cols['split'].astype(str), cols['phase'].astype(str)
+  in_dom, domain = _domain_mask(cols, split, phase, domain)
   cpt = (split == 'validation') & (phase == 'cpt') & in_dom
   if not cpt.any():
     raise FitError('no validation rows with phase == "cpt"'
                    + (f' for domain {domain!r}' if domain is not None else '')
                    + '; the laws need the CPT runs\' validation losses')
-  base_rows = (split == 'validation') & (phase == 'base')
-  tok = _floats(cols, 'tokens_seen', slice(None))
-  ratio = _floats(cols, 'ratio', slice(None))
-  gen = _floats(cols, 'general_loss', slice(None))
-  dom = _floats(cols, 'domain_loss', slice(None))
+  tok, ratio = _floats(cols, 'tokens_seen'), _floats(cols, 'ratio')
+  gen, dom = _floats(cols, 'general_loss'), _floats(cols, 'domain_loss')
   for name, a in (('tokens_seen', tok), ('ratio', ratio), ('general_loss', gen),
                   ('domain_loss', dom)):
     bad = cpt & ~np.isfinite(a)
@@ -144,55 +207,19 @@ def load(table: Any, *, tokens_per_unit: float | str | None = None, domain: str 
     raise FitError('ratio must lie in [0, 1] (the domain share of CPT tokens)')
   if np.any(cpt & (tok < 0)):
     raise FitError('tokens_seen must be >= 0')
-  if tokens_per_unit is None:
-    unit = PAPER_TOKENS_PER_UNIT
-  elif tokens_per_unit == 'auto':
+  if tokens_per_unit == 'auto':
     unit = float(tok[cpt].max()) / 100.0
   else:
     unit = float(tokens_per_unit)
   if not np.isfinite(unit) or unit <= 0:
     raise FitError(f'tokens_per_unit must be a positive number or "auto", got {tokens_per_unit}')
-  t = tok / unit
+  step = _floats(cols, 'step') if 'step' in cols else tok
+  ctx = dict(cols=cols, split=split, phase=phase, cpt=cpt, t=tok / unit, tok=tok, ratio=ratio,
+             gen=gen, dom=dom, step=step, warmup_steps=warmup_steps, min_points=min_points,
+             lr=_floats(cols, 'lr') if 'lr' in cols else np.full(n_rows, np.nan),
+             seed=_floats(cols, 'cpt_seed') if 'cpt_seed' in cols else np.zeros(n_rows))
   size_name = cols['size_name'].astype(str)
-  run_id = cols['run_id'].astype(str)
-  has_n = {c: c in cols for c in ('n_params', 'n_params_nonemb')}
-  sizes = []
-  for sname in sorted(set(size_name[cpt])):
-    in_size = cpt & (size_name == sname)
-    at0 = in_size & (tok == 0)
-    if at0.any():
-      base_gen, base_dom = float(gen[at0].mean()), float(dom[at0].mean())
-    else:
-      b = base_rows & (size_name == sname) & np.isfinite(gen) & np.isfinite(dom)
-      if not b.any():
-        raise FitError(f'size {sname!r}: no base losses (no CPT row with tokens_seen == 0 and '
-                       'no base-phase validation row); L_gen(S), L_dom(S) are needed for dL')
-      order = np.flatnonzero(b)
-      key = _floats(cols, 'step', order) if 'step' in cols else tok[order]
-      i = order[int(np.argmax(key))]
-      base_gen, base_dom = float(gen[i]), float(dom[i])
-    nums = {}
-    for c, ok in has_n.items():
-      v = _floats(cols, c, in_size) if ok else np.array([np.nan])
-      nums[c] = float(np.nanmax(v)) if np.isfinite(v).any() else float('nan')
-    curves = []
-    for r in sorted(set(ratio[in_size])):
-      m = in_size & (ratio == r) & (t > 0)
-      tt, order = t[m], np.argsort(t[m], kind='stable')
-      if tt.size < min_points:
-        raise FitError(f'size {sname!r}, ratio {r:g}: {tt.size} CPT point(s) with T > 0 but '
-                       f'Eq. 6 needs at least {min_points}; evaluate more often or drop the run')
-      g, d = gen[m][order] - base_gen, dom[m][order] - base_dom
-      tt = tt[order]
-      last = tt == tt[-1]
-      curves.append(Curve(sname, float(r), sorted(set(run_id[m])), tt, g, d, float(tt[-1]),
-                          float(gen[m][order][last].mean()), float(dom[m][order][last].mean())))
-    if len(curves) < 2:
-      raise FitError(f'size {sname!r} has a single ratio ({curves[0].ratio:g}); the CMR needs '
-                     'CPT runs at two or more ratios per size')
-    sizes.append(Size(sname, nums['n_params'], nums['n_params_nonemb'], float('nan'), base_gen,
-                      base_dom, min(c.final_t for c in curves),
-                      min(float(c.t_N[0]) for c in curves), curves))
+  sizes = [_size(ctx, sname, size_name) for sname in sorted(set(size_name[cpt]))]
   used = None  # the size variable: size_column, else n_params, where every size has it.
   for c in (size_column, 'n_params'):
     vals = [getattr(s, c, float('nan')) for s in sizes]
@@ -203,3 +230,69 @@ def load(table: Any, *, tokens_per_unit: float | str | None = None, domain: str 
       break
   sizes.sort(key=lambda s: (s.n if np.isfinite(s.n) else np.inf, s.name))
   return Sweep(sizes, unit, domain, used)
+
+
+def _size(ctx, sname, size_name) -> Size:
+  cols, cpt, tok, gen, dom = ctx['cols'], ctx['cpt'], ctx['tok'], ctx['gen'], ctx['dom']
+  in_size = cpt & (size_name == sname)
+  base_rows = (ctx['split'] == 'validation') & (ctx['phase'] == 'base') & (size_name == sname)
+  at0 = in_size & (tok == 0)
+  if at0.any():
+    base_gen, base_dom = float(gen[at0].mean()), float(dom[at0].mean())
+  else:
+    b = base_rows & np.isfinite(gen) & np.isfinite(dom)
+    if not b.any():
+      raise FitError(f'size {sname!r}: no base losses (no CPT row with tokens_seen == 0 and '
+                     'no base-phase validation row); L_gen(S), L_dom(S) are needed for dL')
+    order = np.flatnonzero(b)
+    i = order[int(np.argmax(ctx['step'][order]))]
+    base_gen, base_dom = float(gen[i]), float(dom[i])
+  nums = {}
+  for c in ('n_params', 'n_params_nonemb'):
+    v = _floats(cols, c, in_size) if c in cols else np.array([np.nan])
+    nums[c] = float(np.nanmax(v)) if np.isfinite(v).any() else float('nan')
+  curves = [_curve(ctx, sname, in_size, r, base_gen, base_dom)
+            for r in sorted(set(ctx['ratio'][in_size]))]
+  if len(curves) < 2:
+    raise FitError(f'size {sname!r} has a single ratio ({curves[0].ratio:g}); the CMR needs '
+                   'CPT runs at two or more ratios per size')
+  base = None
+  if base_rows.any():
+    o = np.flatnonzero(base_rows)
+    o = o[np.argsort(ctx['step'][o], kind='stable')]
+    base = Base(ctx['step'][o], tok[o], gen[o], dom[o])
+  return Size(sname, nums['n_params'], nums['n_params_nonemb'], float('nan'), base_gen,
+              base_dom, min(c.final_t for c in curves),
+              min(float(r.t_N[0]) for c in curves for r in c.runs), curves, base)
+
+
+def _curve(ctx, sname, in_size, r, base_gen, base_dom) -> Curve:
+  cols, t, step = ctx['cols'], ctx['t'], ctx['step']
+  run_id = cols['run_id'].astype(str)
+  all_rows = (cols['size_name'].astype(str) == sname) & (ctx['phase'] == 'cpt')
+  runs = []
+  for rid in sorted(set(run_id[in_size & (ctx['ratio'] == r)])):
+    mine = all_rows & (run_id == rid)
+    if ctx['warmup_steps'] == 'auto':
+      wu = warmup_step(step[mine], ctx['lr'][mine], ctx['split'][mine])
+    else:
+      wu = int(ctx['warmup_steps'])
+    m = in_size & (run_id == rid) & (t > 0)
+    keep = m & (step > wu)
+    o = np.flatnonzero(keep)
+    o = o[np.argsort(t[o], kind='stable')]
+    seeds = ctx['seed'][in_size & (run_id == rid)]
+    runs.append(Run(rid, int(np.nanmax(seeds)) if np.isfinite(seeds).any() else 0, t[o],
+                    ctx['gen'][o] - base_gen, ctx['dom'][o] - base_dom, wu,
+                    int(np.sum(m & ~keep))))
+  for run in runs:
+    if run.t_N.size < ctx['min_points']:
+      raise FitError(f'size {sname!r}, ratio {r:g}, run {run.run_id}: {run.t_N.size} CPT '
+                     f'eval(s) after the warmup (step > {run.warmup_step}) but Eq. 6 needs at '
+                     f'least {ctx["min_points"]}; evaluate more often or drop the run')
+  last_t = min(float(run.t_N[-1]) for run in runs)
+  at_last = [(run.gen_N[run.t_N == run.t_N[-1]].mean(), run.dom_N[run.t_N == run.t_N[-1]].mean())
+             for run in runs]
+  return Curve(sname, float(r), runs, last_t,
+               base_gen + float(np.mean([g for g, _ in at_last])),
+               base_dom + float(np.mean([d for _, d in at_last])))
