@@ -79,8 +79,8 @@ def test_two_stage_replicates_resample_runs_and_redraw_residuals():
   fit = {k: np.zeros((1, 2 * n)) for k in ('general', 'domain')}
   y = {k: rng.normal(0, 1, (1, 2 * n)) for k in fit}
   for mode in ('blocks', 'ar1'):
-    reps = bootstrap.draw(run, w, fit, y, np.array([3]), 200, 0, rho_C=np.array([0.5]),
-                          n_params=dict(general=3, domain=3), mode=mode)
+    reps = bootstrap.draw(run, w, fit, fit, y, 200, 0, rho_C=np.array([0.5]),
+                          n_params=dict(general=3, domain=3), blocks_C=np.array([3]), mode=mode)
     assert reps.w_BxCxN.shape == (200, 1, 2 * n)
     mult = reps.w_BxCxN[:, 0, [0, n]]  # each run's weight is its multiplicity
     assert set(map(tuple, mult)) <= {(2, 0), (1, 1), (0, 2)} and len(set(map(tuple, mult))) == 3
