@@ -307,12 +307,13 @@ def replicate(data: Data, eq6: Eq6, opts: FitOptions) -> Boot:
 
 # ----------------------------------------------------------------------------- stage: exponents
 
-def _ratio_law_rows(x_rows, y_rows, w_rows, init=None):
+def _ratio_law_rows(x_rows, y_rows, w_rows, init=None, polish_iter=fit_lib.POLISH_ITER):
   k = max(len(x) for x in x_rows)
   x, y, w = np.ones((len(x_rows), k)), np.ones((len(x_rows), k)), np.zeros((len(x_rows), k))
   for i, (xr, yr, wr) in enumerate(zip(x_rows, y_rows, w_rows)):
     x[i, :len(xr)], y[i, :len(xr)], w[i, :len(xr)] = xr, yr, wr
-  return fit_lib.fit_curves('ratio_law', {'R': x}, y, w, init_CxSxP=init, what='ratio-law fit')
+  return fit_lib.fit_curves('ratio_law', {'R': x}, y, w, init_CxSxP=init, what='ratio-law fit',
+                            polish_iter=polish_iter)
 
 
 def interp_exponents(data: Data, boot: Boot) -> dict:
@@ -337,7 +338,8 @@ def interp_exponents(data: Data, boot: Boot) -> dict:
     r = _ratio_law_rows([sizes[jobs[j][0]].ratios for _, j in where],
                         [vals[jobs[j]][b] for b, j in where],
                         [np.ones(len(sizes[jobs[j][0]].ratios)) for _, j in where],
-                        init=point.params_CxP[[j for _, j in where]][:, None])
+                        init=point.params_CxP[[j for _, j in where]][:, None],
+                        polish_iter=fit_lib.POLISH_ITER_BOOT)
     ex = cmr_lib.interp_exponent(r.params_CxP[:, 1], r.r2_C)
     for (b, j), v in zip(where, ex):
       e[jobs[j][1]][b, jobs[j][0]] = v
@@ -442,7 +444,9 @@ def _cmr_law(series_T, series_y, series_ok, init=None):
   y = np.where(series_ok[rows], series_y[rows], 0.0)
   res = fit_lib.fit_curves('cmr_law', {'T': series_T[rows]}, y, series_ok[rows].astype(float),
                            what='CMR-law fit',
-                           init_CxSxP=None if init is None else init[rows][:, None])
+                           init_CxSxP=None if init is None else init[rows][:, None],
+                           polish_iter=fit_lib.POLISH_ITER if init is None
+                           else fit_lib.POLISH_ITER_BOOT)
   return res, rows
 
 
