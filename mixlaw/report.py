@@ -330,6 +330,15 @@ def _corpora_used(runs) -> set:
   return used or {"general", "finance", "science"}
 
 
+def _wall_s(infos) -> float:
+  """Wall seconds of runs, counting an ensemble's shared wall time once (its members' run.json
+  all carry the whole ensemble's)."""
+  walls = {}
+  for i in infos:
+    walls[i.get("group") or i.get("run_id") or id(i)] = i.get("wallclock_s") or 0
+  return sum(walls.values())
+
+
 def _trained(w) -> tables_lib.Table:
   fits, runs = w["fits"], w["runs"]
   rows = []
@@ -347,11 +356,11 @@ def _trained(w) -> tables_lib.Table:
                  _fmt(int(s["n_params"] or 0)),
                  f"{tok / 1e6:.2f}M ({tok / n:.3g}/param)" if n and tok else "–",
                  f"{len(cpts)} x {cpt_tok:.2f}M" if cpts else "–",
-                 f"{sum(i.get('wallclock_s') or 0 for i in [base] + cpts) / 60:.1f}"
-                 if base or cpts else "–"])
+                 f"{_wall_s([base] + cpts) / 60:.1f}" if base or cpts else "–"])
   return tables_lib.Table("trained", "Models and runs", [
       "size", "d", "layers", "heads", "ffn", "non-emb. params", "params", "base tokens",
-      "CPT runs x tokens", "train min"], rows, "from runs/RUN_ID/run.json" if runs else
+      "CPT runs x tokens", "train min"], rows, "from runs/RUN_ID/run.json; train min: wall time "
+      "of the base run and the CPT runs, an ensemble's counted once" if runs else
       "runs/ not present: model shapes unknown")
 
 

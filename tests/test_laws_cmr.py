@@ -150,8 +150,13 @@ def test_surface_predicts_held_out_sizes(fits):
 
 def test_trends_and_gates_on_a_clean_sweep(fits):
   verdicts = {t['trend']: t['verdict'] for t in fits['trends']}
+  # On the paper's curves condition A never binds below R = 1: every model-free CMR is censored
+  # above, so its size trend cannot be judged; every other trend holds.
+  model_free = verdicts.pop('The model-free CMR (condition A, smoothed evals) grows with model size')
+  assert model_free == 'undecided' and all(c['model_free']['censored'] == 'above'
+                                           for c in fits['cmr'])
   assert set(verdicts.values()) == {'holds'}, verdicts
-  assert all(t['noise'] is not None for t in fits['trends'])
+  assert all(t['noise'] is not None for t in fits['trends'] if t['trend'] in verdicts)
   gates = {c['name']: c for c in fits['gates']['checks']}
   assert gates['CPT seeds per (size, R)']['passed'] is False  # one seed
   assert gates['R = 0 control: |dL_gen(T_max)|']['passed'] is None  # no R = 0 run
@@ -289,3 +294,31 @@ def test_one_size_without_bootstrap(table):
   assert c['cmr'] == pytest.approx(synth.true_cmr(460e6, 100.0, LAM), abs=0.02)
   assert out['curves'][0]['params_lo'] is None and out['cmr_series'][0]['lo'] is None
   assert 'skipped' in L.format_tables(out)
+
+
+def test_domain_trend_ignores_the_r0_control_and_model_free_size_trend_is_judged():
+  """The R = 0 replay control sees no domain data, so "the domain loss falls with T" is judged
+  on R > 0 only; the model-free (condition A) CMR gets its own size verdict."""
+  from mixlaw.laws import checks
+
+  def final(size, r, half, end):
+    return dict(size=size, ratio=r, dL_general_smooth=0.1 * r, dL_general_smooth_se=0.001,
+                dL_domain_smooth=end, dL_domain_smooth_se=0.001, dL_domain_smooth_half=half,
+                dL_domain_smooth_half_se=0.001)
+
+  sizes = ['a', 'b']
+  fits = dict(sizes=[dict(size=s) for s in sizes], cmr_series=[],
+              final=[f for s in sizes for f in (final(s, 0.0, 0.001, 0.002),  # flat at R = 0
+                                                final(s, 0.5, -0.2, -0.3), final(s, 1.0, -0.3, -0.5))],
+              cmr=[dict(size=s, cmr=c, lo=c - 0.1, hi=c + 0.1, censored=None,
+                        model_free=dict(cmr=m, lo=m - 0.01, hi=m + 0.01, censored=None))
+                   for s, c, m in (('a', 0.30, 0.40), ('b', 0.28, 0.50))])
+  verdicts = {t['trend']: t for t in checks.trends(fits)}
+  dom = verdicts['The domain loss falls with T (T_max / 2 to T_max) for every R > 0']
+  assert dom['verdict'] == 'holds' and dom['evidence'].startswith('4/4')
+  assert verdicts['The CMR grows with model size']['verdict'] == 'undecided'
+  model_free = 'The model-free CMR (condition A, smoothed evals) grows with model size'
+  assert verdicts[model_free]['verdict'] == 'holds'
+  # Small steps down, none significant alone, but a significant fall from first to last: fails.
+  assert checks.monotone([0.63, 0.605, 0.551], [0.018, 0.028, 0.019], +1) == 'fails'
+  assert checks.monotone([0.63, 0.62, 0.61], [0.018, 0.028, 0.019], +1) == 'undecided'

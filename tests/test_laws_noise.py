@@ -101,3 +101,11 @@ def test_interval_respects_censoring_and_contains_the_estimate():
   assert n_ok == 100 and not widened
   lo, hi, _, widened = bootstrap.interval(np.linspace(0.3, 0.5, 100), 0.7, 0.95)
   assert widened and lo < hi == 0.7
+  # 5 of 200 censored: the 2.5th percentile falls between a censored replicate and the smallest
+  # finite one, which is "below", never an interpolated (here negative) ratio.
+  x = np.r_[np.full(5, bootstrap.BELOW), np.linspace(0.0, 0.5, 195)]
+  lo, hi, _, _ = bootstrap.interval(x, 0.3, 0.95)
+  assert lo == -np.inf and 0.45 < hi <= 0.5
+  lo, _, _, _ = bootstrap.interval(np.r_[np.full(4, bootstrap.BELOW), np.linspace(0, 0.5, 196)],
+                                   0.3, 0.95)
+  assert lo >= 0.0

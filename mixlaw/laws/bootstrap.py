@@ -104,8 +104,11 @@ def interval(x_B, est, level: float):
   finite = x[np.isfinite(x)]
   floor = (finite.min() if finite.size else 0.0) - 1.0  # -inf as a value below all others.
   lo, hi = np.percentile(np.where(np.isneginf(x), floor, x), [q, 100 - q])
-  lo = -np.inf if lo <= floor else float(lo)
-  hi = -np.inf if hi <= floor else float(hi)
+  # A percentile interpolated between the censored floor and the smallest finite replicate lies
+  # in the censored mass: it is "below", not a ratio (linear interpolation would invent one).
+  smallest = finite.min() if finite.size else np.inf
+  lo = -np.inf if lo < smallest else float(lo)
+  hi = -np.inf if hi < smallest else float(hi)
   widened = False
   if est is not None and not np.isnan(est):
     est = float(est)

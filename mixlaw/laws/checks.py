@@ -4,7 +4,8 @@ design gates a powered experiment needs.
 Trends are judged at T_max on smoothed values (mean of the last k evals per run, with standard
 errors from noise.smoothed) and on CMRs (standard error from the bootstrap interval,
 (hi - lo) / (2 z_0.975)). A sequence "grows" when no step goes the other way by more than z
-standard errors of the difference (else it fails) and the first-to-last change exceeds z of
+standard errors of the difference and the first-to-last change does not go the other way by
+more than z of its standard error (else it fails), and the first-to-last change exceeds z of
 its standard error (else undecided); z = 2. CMRs of one size at two budgets share their runs,
 so treating them as independent overstates the error there: those verdicts err to undecided.
 """
@@ -30,7 +31,7 @@ def monotone(vals, ses, sign: int, z: float = Z) -> str:
     return 'undecided'
   d = sign * np.diff(v)
   sd = np.hypot(s[1:], s[:-1])
-  if np.any(d < -z * sd):
+  if np.any(d < -z * sd) or sign * (v[-1] - v[0]) < -z * math.hypot(s[0], s[-1]):
     return 'fails'
   return 'holds' if sign * (v[-1] - v[0]) > z * math.hypot(s[0], s[-1]) else 'undecided'
 
@@ -77,12 +78,14 @@ def trends(fits) -> list[dict]:
   verdicts, noise, n_fall = [], [], 0
   for s in sizes:
     for f in final[s]:
+      if f['ratio'] == 0:  # The R = 0 control sees no domain data: the trend is about R > 0.
+        continue
       v = [f['dL_domain_smooth_half'], f['dL_domain_smooth']]
       se = [f['dL_domain_smooth_half_se'], f['dL_domain_smooth_se']]
       verdicts.append(monotone(v, se, -1))
       n_fall += verdicts[-1] == 'holds'
       noise += [x for x in se if x is not None]
-  out.append(dict(trend='The domain loss falls with T (T_max / 2 to T_max) for every R',
+  out.append(dict(trend='The domain loss falls with T (T_max / 2 to T_max) for every R > 0',
                   verdict=_combine(verdicts), judged_at='T_max / 2 and T_max',
                   noise=float(np.median(noise)) if noise else None, noise_unit='nats',
                   noise_what='median standard error of a smoothed value (nats)',
@@ -106,15 +109,21 @@ def trends(fits) -> list[dict]:
                   noise_what='median bootstrap standard error of a CMR',
                   evidence='; '.join(ev)))
   cmr = [next(c for c in fits['cmr'] if c['size'] == s) for s in sizes]
-  se = [_interval_se(c) for c in cmr]
-  verdict = monotone([c['cmr'] for c in cmr], se, +1)
-  out.append(dict(trend='The CMR grows with model size', verdict=verdict, judged_at='T_max',
-                  noise=float(np.median([x for x in se if math.isfinite(x)]))
-                  if any(math.isfinite(x) for x in se) else None, noise_unit='CMR',
-                  noise_what='median bootstrap standard error of a CMR',
-                  evidence=', '.join(f'{c["size"]}: {_fmt(c["cmr"])}'
-                                     + (f' ({c["censored"]})' if c['censored'] else '')
-                                     for c in cmr)))
+  for title, of in (('The CMR grows with model size', lambda c: c),
+                    ('The model-free CMR (condition A, smoothed evals) grows with model size',
+                     lambda c: c.get('model_free'))):
+    rows = [of(c) for c in cmr]
+    if any(r is None for r in rows):
+      continue
+    se = [_interval_se(r) for r in rows]
+    out.append(dict(trend=title, verdict=monotone([r['cmr'] for r in rows], se, +1),
+                    judged_at='T_max',
+                    noise=float(np.median([x for x in se if math.isfinite(x)]))
+                    if any(math.isfinite(x) for x in se) else None, noise_unit='CMR',
+                    noise_what='median bootstrap standard error of a CMR',
+                    evidence=', '.join(f'{c["size"]}: {_fmt(r["cmr"])}'
+                                       + (f' ({r["censored"]})' if r['censored'] else '')
+                                       for c, r in zip(cmr, rows))))
   return out
 
 
