@@ -24,6 +24,17 @@ def check_idle(force: bool) -> float:
   return load
 
 
+def reexec_with_host_env(host_devices: int) -> None:
+  """Restarts this script once in mixlaw's CPU training environment (`hostenv.cpu_host_env`:
+  one XLA host device per core, one thread each, glibc malloc on huge pages, which glibc reads
+  only at process start). The PyTorch reference runs inherit the same environment."""
+  sys.path.insert(0, os.path.dirname(HERE))
+  from mixlaw import hostenv
+  env = hostenv.cpu_host_env(os.environ, host_devices)
+  if env != dict(os.environ):
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+
 def torch_ref(python, d_model, layers, seq, batch, vocab, steps):
   """One run of torch_reference.py: its JSON line (tokens_per_s after 3 warm steps)."""
   cmd = [python, os.path.join(HERE, 'torch_reference.py'), '--d-model', str(d_model), '--layers',

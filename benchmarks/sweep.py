@@ -7,7 +7,9 @@ validation points of 64 rows per corpus, checkpoints every 50 steps) run
   - impl "sequential": the same runs with plan.ensemble = False (one run after another);
   - impl "torch_sequential": benchmarks/torch_reference.py once per member, same shapes
     (training only: no evals, no checkpoints), with --torch-python.
-Each mixlaw impl runs in a fresh process with the persistent compilation cache off, so wall_s
+Every process runs in mixlaw's CPU training environment (`hostenv.cpu_host_env`: one XLA host
+device per core, one thread each, malloc on huge pages; the torch reference inherits it). Each
+mixlaw impl runs in a fresh process with the persistent compilation cache off, so wall_s
 includes compilation, restore, evals and checkpoints. tokens_per_s is the steady-state training
 throughput summed over members (compile step excluded). One JSON line per measurement, then one
 line of ratios per size. Refuses to run when the 1-minute load average is above 0.5 (--force:
@@ -143,6 +145,7 @@ def main():
   args = p.parse_args()
   if args.members < 2 or args.members % 2:
     p.error('--members must be even and >= 2')
+  common.reexec_with_host_env(os.cpu_count() or 1)
   common.check_idle(args.force)
   with tempfile.TemporaryDirectory() as tmp:
     for size in args.sizes.split(','):

@@ -150,10 +150,7 @@ def main():
   if args.xla_flags and args.xla_flags not in os.environ.get('XLA_FLAGS', ''):
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + args.xla_flags).strip()
   if not args.plain:
-    from mixlaw import hostenv
-    env = hostenv.cpu_host_env(os.environ, args.host_devices)
-    if env != dict(os.environ):  # glibc reads its tunables at process start: re-execute
-      os.execve(sys.executable, [sys.executable] + sys.argv, env)
+    common.reexec_with_host_env(args.host_devices)
   bench(args)
 
 

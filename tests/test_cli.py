@@ -2,6 +2,8 @@
 
 import json
 import os
+import platform
+import sys
 
 import gin
 import pytest
@@ -51,3 +53,43 @@ def test_fit_form_list_and_csv(capsys, tmp_path):
   res = json.loads(out)
   assert rc == 0 and res["form"] == "ratio_law" and set(res["params"]) == {"a", "s", "b"}
   assert res["params"]["a"] < 0 and res["r2"] > 0.999 and res["converged"]
+
+
+def _restarts(monkeypatch, argv, **env):
+  """The execve calls `cli.main()` makes for a process started with argv and env."""
+  calls = []
+
+  def fake_execve(path, args, environ):
+    calls.append((args, environ))
+    raise SystemExit(0)
+
+  def stop_before_running():  # main parses arguments after the restart check: run nothing
+    raise SystemExit(0)
+
+  monkeypatch.setattr(os, 'execve', fake_execve)
+  monkeypatch.setattr(cli, 'build_parser', stop_before_running)
+  monkeypatch.setattr('sys.argv', ['mixlaw'] + argv)
+  monkeypatch.delenv('GLIBC_TUNABLES', raising=False)
+  monkeypatch.delenv('MIXLAW_HUGE_PAGES', raising=False)
+  for k, v in env.items():
+    monkeypatch.setenv(k, v)
+  try:
+    cli.main()
+  except SystemExit:
+    pass
+  return calls
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux') or platform.libc_ver()[0] != 'glibc',
+                    reason='glibc tunables')
+def test_training_commands_restart_once_on_huge_pages(monkeypatch):
+  # A training command restarts itself with malloc on huge pages, same arguments.
+  argv = ['sweep', '--workdir', '/nonexistent', '--gin.plan.sizes=["cpu_xs"]']
+  (args, env), = _restarts(monkeypatch, argv)
+  assert args[1:3] == ['-m', 'mixlaw.cli'] and args[3:] == argv
+  assert 'glibc.malloc.hugetlb=1' in env['GLIBC_TUNABLES']
+  # Never twice (the restarted process has the tunable), never when turned off, never for
+  # commands that do not train, never for in-process calls with explicit arguments.
+  assert not _restarts(monkeypatch, argv, GLIBC_TUNABLES='glibc.malloc.hugetlb=1')
+  assert not _restarts(monkeypatch, argv, MIXLAW_HUGE_PAGES='0')
+  assert not _restarts(monkeypatch, ['fit-form', '--list'])
