@@ -55,8 +55,9 @@ def test_fit_form_list_and_csv(capsys, tmp_path):
   assert res["params"]["a"] < 0 and res["r2"] > 0.999 and res["converged"]
 
 
-def _restarts(monkeypatch, argv, **env):
-  """The execve calls `cli.main()` makes for a process started with argv and env."""
+def _restarts(monkeypatch, argv, libc=('glibc', '2.36'), explicit=False, **env):
+  """The execve calls `cli.main()` makes for a process started with argv and env on a Linux host
+  with the given C library (main stops before running any command)."""
   calls = []
 
   def fake_execve(path, args, environ):
@@ -68,28 +69,30 @@ def _restarts(monkeypatch, argv, **env):
 
   monkeypatch.setattr(os, 'execve', fake_execve)
   monkeypatch.setattr(cli, 'build_parser', stop_before_running)
+  monkeypatch.setattr(platform, 'libc_ver', lambda: libc)
+  monkeypatch.setattr(sys, 'platform', 'linux')
   monkeypatch.setattr('sys.argv', ['mixlaw'] + argv)
   monkeypatch.delenv('GLIBC_TUNABLES', raising=False)
   monkeypatch.delenv('MIXLAW_HUGE_PAGES', raising=False)
   for k, v in env.items():
     monkeypatch.setenv(k, v)
   try:
-    cli.main()
+    cli.main(argv if explicit else None)
   except SystemExit:
     pass
   return calls
 
 
-@pytest.mark.skipif(not sys.platform.startswith('linux') or platform.libc_ver()[0] != 'glibc',
-                    reason='glibc tunables')
 def test_training_commands_restart_once_on_huge_pages(monkeypatch):
   # A training command restarts itself with malloc on huge pages, same arguments.
   argv = ['sweep', '--workdir', '/nonexistent', '--gin.plan.sizes=["cpu_xs"]']
   (args, env), = _restarts(monkeypatch, argv)
   assert args[1:3] == ['-m', 'mixlaw.cli'] and args[3:] == argv
   assert 'glibc.malloc.hugetlb=1' in env['GLIBC_TUNABLES']
-  # Never twice (the restarted process has the tunable), never when turned off, never for
-  # commands that do not train, never for in-process calls with explicit arguments.
+  # Never twice (the restarted process has the tunable), never when turned off, never without
+  # glibc, never for commands that do not train, never for in-process calls with arguments.
   assert not _restarts(monkeypatch, argv, GLIBC_TUNABLES='glibc.malloc.hugetlb=1')
   assert not _restarts(monkeypatch, argv, MIXLAW_HUGE_PAGES='0')
+  assert not _restarts(monkeypatch, argv, libc=('', ''))
   assert not _restarts(monkeypatch, ['fit-form', '--list'])
+  assert not _restarts(monkeypatch, argv, explicit=True)
