@@ -1,4 +1,4 @@
-"""K CPT members of one size in one compiled program: stacked state, vmapped train and eval steps.
+"""K CPT members of one size in one compiled program: stacked state, steps mapped over members.
 
 CPT runs of one size share the base checkpoint and every shape, so their parameters and optimizer
 states stack along a leading member axis K and one jitted step trains them all. Each member gets
@@ -129,15 +129,15 @@ def make_eval_step(cfg: ModelConfig, mesh, num_sources: int = 2, loop: str | Non
 
 
 def member_bytes(cfg: ModelConfig, batch_size: int, seq_len: int) -> tuple[int, int]:
-  """Rough float32 bytes of one member in the step: (state: params, grads, two Adam moments;
-  activations kept for the backward pass, no remat)."""
+  """Rough float32 bytes of one member in the step: (state: params and two Adam moments, in and
+  out of the step, and grads; activations kept for the backward pass, no remat)."""
   from mixlaw import model as model_lib
   n = model_lib.count_params(cfg)['total']
   tokens = batch_size * seq_len
   per_layer = tokens * (16 * cfg.d_model + 3 * cfg.d_ff) + batch_size * cfg.n_heads * seq_len * min(
       seq_len, max(cfg.attn_chunk, 1)) * 2
   acts = cfg.n_layers * per_layer + 3 * tokens * cfg.vocab_size
-  return 4 * 4 * n, 4 * acts
+  return 4 * 7 * n, 4 * acts
 
 
 @functools.lru_cache(maxsize=1)

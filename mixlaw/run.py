@@ -368,7 +368,7 @@ def prepare(specs: list[RunSpec], workdir: str, base_checkpoint: str | None = No
 
 # ------------------------------------------------------------------- the compiled program
 class _Program:
-  """The compiled pieces of a run (K = 1: plain steps) or an ensemble (K > 1: stacked, vmapped)."""
+  """The compiled pieces of a run (K = 1: plain steps) or an ensemble (K > 1: stacked members)."""
 
   def __init__(self, s: Setup):
     self.s, self.stacked = s, s.k > 1
