@@ -21,6 +21,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mixlaw import sharding, train
+from mixlaw.errors import MixlawError
 from mixlaw.model import ModelConfig
 
 MEMORY_FRACTION = 0.5  # Of host RAM (CPU) or device memory that one chunk of members may use.
@@ -70,6 +71,10 @@ def stack_batches(batches: list[dict]) -> dict:
   return {k: np.stack([b[k] for b in batches]) for k in train.BATCH_KEYS}
 
 
+class MemberLoopError(MixlawError, ValueError):
+  """An unknown `member_loop.loop`."""
+
+
 @gin.configurable
 def member_loop(loop: str = 'auto') -> str:
   """How a stacked step runs its members: 'map' (`lax.map`, one member after another inside the
@@ -79,7 +84,7 @@ def member_loop(loop: str = 'auto') -> str:
   throughput of 8 single runs and 4 members of cpu_m at 0.75x; 'map' at 1.15x and 1.00x.
   """
   if loop not in ('auto', 'map', 'vmap'):
-    raise ValueError(f"member_loop.loop must be 'auto', 'map' or 'vmap', got {loop!r}")
+    raise MemberLoopError(f"member_loop.loop must be 'auto', 'map' or 'vmap', got {loop!r}")
   if loop == 'auto':
     return 'map' if jax.devices()[0].platform == 'cpu' else 'vmap'
   return loop

@@ -127,6 +127,7 @@ def execute(workdir: str, *, fresh: bool = False, show_progress: bool = True,
     json.dump({"runs": [s.run_id for s in specs], "steps": steps,
                "groups": [[s.run_id for s in g] for g in units],
                "ensemble": specs.ensemble, "max_members": specs.max_members,
+               "member_loop": ensemble.member_loop() if specs.ensemble else None,
                "base_workdir": specs.base_workdir,
                "fit_options": fit_options(), "config": gin.config_str()}, f, indent=2)
   todo = [s for g in units for s in g]

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 
+from mixlaw.errors import MixlawError
 from mixlaw import arrays, checkpoint, model, optim, results, run, sharding, sweep, train
 
 SEQ, VOCAB = 32, 64
@@ -223,6 +224,9 @@ def test_bad_inputs_fail_before_compute(arrays_dir, tmp_path):
   _configure(_bindings(arrays_dir))
   with pytest.raises(run.RunError, match="base checkpoint"):
     run.execute(run.RunSpec("cpu_xs", "cpt", 0.5), str(tmp_path))
+  _configure(_bindings(arrays_dir, extra=("member_loop.loop = 'pmap'",)))
+  with pytest.raises(MixlawError, match="member_loop.loop must be"):
+    sweep.execute(str(tmp_path), show_progress=False)
   _configure(_bindings(arrays_dir) + ["DataConfig.domain = 'nope'"])
   with pytest.raises(run.RunError, match="nope"):
     sweep.execute(str(tmp_path), show_progress=False)
