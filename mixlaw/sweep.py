@@ -69,6 +69,17 @@ def fit_options(**options) -> dict:
   return dict(options)
 
 
+def data_orders(specs: list[run_lib.RunSpec]) -> str:
+  """'shared' when every CPT run with the same CPT seed reads the same data order whatever its
+  size and R (the seeds are then paired across cells and a bootstrap must resample them jointly),
+  'independent' when no two (size, R) cells share one."""
+  cpt = [s for s in specs if s.phase == "cpt"]
+  cells = {}
+  for s in cpt:
+    cells.setdefault(s.data_seed, set()).add((s.size, s.ratio))
+  return "shared" if any(len(c) > 1 for c in cells.values()) else "independent"
+
+
 def groups(specs: Plan, workdir: str, vocab_size: int,
            data: run_lib.DataConfig) -> list[list[run_lib.RunSpec]]:
   """Execution units: each base run alone, then its size's unfinished CPT runs, as ensembles of
@@ -128,7 +139,7 @@ def execute(workdir: str, *, fresh: bool = False, show_progress: bool = True,
                "groups": [[s.run_id for s in g] for g in units],
                "ensemble": specs.ensemble, "max_members": specs.max_members,
                "member_loop": ensemble.member_loop() if specs.ensemble else None,
-               "base_workdir": specs.base_workdir,
+               "base_workdir": specs.base_workdir, "data_orders": data_orders(specs),
                "fit_options": fit_options(), "config": gin.config_str()}, f, indent=2)
   todo = [s for g in units for s in g]
   states = {s.run_id: run_lib.read_status(workdir, s) for s in todo}
