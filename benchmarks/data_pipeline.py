@@ -77,9 +77,10 @@ def bench_train_step(sizes, seq, batch, vocab_size, steps):
 
 
 def main():
+  from mixlaw import arrays
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--data-dir", default="data")
-  p.add_argument("--vocab", default="spm8k")
+  p.add_argument("--data-dir", default=arrays.DATA_DIR)
+  p.add_argument("--vocab", default=arrays.VOCAB_NAME)
   p.add_argument("--general", default="general")
   p.add_argument("--domains", default="finance,science")
   p.add_argument("--ratio", type=float, default=0.5)

@@ -35,15 +35,16 @@ SHAPES = {'cpu_s': (128, 2), 'cpu_m': (128, 4)}
 
 def write_arrays(path, vocab, seq, rows=4096, seed=0):
   """Synthetic packed rows for two corpora (the benchmark needs no corpus build)."""
+  from mixlaw import arrays
   rng = np.random.default_rng(seed)
   meta = {'vocab_size': vocab, 'seq_len': seq, 'eos_id': 1, 'pad_id': 0, 'corpora': {}}
   for name in ('gen', 'dom'):
     for split, n in (('train', rows), ('validation', 64)):
       os.makedirs(os.path.join(path, name), exist_ok=True)
-      np.save(os.path.join(path, name, f'{split}.npy'),
+      np.save(arrays.split_path(path, name, split),
               rng.integers(2, vocab, size=(n, seq)).astype(np.int32))
     meta['corpora'][name] = {'train_rows': rows, 'validation_rows': 64}
-  with open(os.path.join(path, 'meta.json'), 'w') as f:
+  with open(os.path.join(path, arrays.META_FILE), 'w') as f:
     json.dump(meta, f)
 
 
@@ -79,11 +80,9 @@ def mixlaw_sweep(workdir, binds, phase):
 
 def steady_tokens_per_s(workdir, members, steps, batch, seq):
   """Summed member tokens/s at steady state, from the runs' step timers (compile excluded)."""
-  infos = []
-  for d in os.listdir(os.path.join(workdir, 'runs')):
-    path = os.path.join(workdir, 'runs', d, 'run.json')
-    if d.startswith('cpt_') and os.path.exists(path):
-      infos.append(json.load(open(path)))
+  from mixlaw import workdir as workdir_lib
+  infos = [i for rid, i in workdir_lib.read_runs(workdir).items()
+           if workdir_lib.parse_run_id(rid).get('kind') == 'cpt']
   assert len(infos) == members and all(i['state'] == 'done' for i in infos), infos
   tokens = (steps - 1) * batch * seq
   if infos[0]['group']:  # One program: every member shares the step timer.

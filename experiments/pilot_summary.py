@@ -14,13 +14,14 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mixlaw import results  # noqa: E402
+from mixlaw import workdir as workdir_lib  # noqa: E402
 from mixlaw.laws import noise  # noqa: E402
 
 CONTROL_MAX, RISE_MIN, K = 0.02, 0.15, 3
 
 
 def summarise(workdir: str) -> list[dict]:
-  config = json.load(open(os.path.join(workdir, "sweep.json")))["config"]
+  config = workdir_lib.read_sweep(workdir)["config"]
   lr = next(float(l.split("=")[1]) for l in config.splitlines()
             if l.startswith("cpt/make_optimizer.peak_lr"))
   runs = {}

@@ -23,6 +23,12 @@ import numpy as np
 GENERAL, DOMAIN = 0, 1
 META_FILE = "meta.json"
 
+# Data defaults, in one place (`config.DataConfig` and the export stage take them from here).
+DATA_DIR = "data"
+VOCAB_NAME = "spm8k"
+SEQ_LEN = 256
+VALIDATION_ROWS = 64  # Held-out rows per corpus: the fixed set every run evaluates.
+
 
 @dataclasses.dataclass(frozen=True)
 class PackedRows:
@@ -38,6 +44,11 @@ class PackedRows:
   @property
   def seq_len(self) -> int:
     return int(self.targets_NxL.shape[1])
+
+
+def arrays_dir(data_dir: str, vocab_name: str, seq_len: int) -> str:
+  """Where the export stage writes the arrays of one vocabulary and sequence length."""
+  return os.path.join(data_dir, "arrays", f"{vocab_name}_L{seq_len}")
 
 
 def split_path(arrays_dir: str, corpus: str, split: str) -> str:

@@ -30,6 +30,7 @@ import tensorflow_datasets as tfds  # noqa: E402
 from mixlaw import arrays  # noqa: E402
 from mixlaw import corpora  # noqa: E402
 from mixlaw.corpora import DataError  # noqa: E402
+from mixlaw.workdir import atomic_write  # noqa: E402
 
 try:  # The data side never takes the accelerator from JAX.
   tf.config.set_visible_devices([], "GPU")
@@ -64,7 +65,7 @@ def vocab_path(data_dir: str, vocab_name: str) -> str:
   return os.path.join(os.path.abspath(data_dir), "vocab", f"{vocab_name}.model")
 
 
-def get_vocabulary(vocab_name: str = "spm8k", data_dir: str = "data",
+def get_vocabulary(vocab_name: str = arrays.VOCAB_NAME, data_dir: str = arrays.DATA_DIR,
                    train_corpus: str = "general") -> seqio.Vocabulary:
   """seqio.ByteVocabulary, or the SentencePiece model at DATA_DIR/vocab/NAME.model (trained on
   `train_corpus`'s train split when missing, see NAME.json; pad=0, eos=1, unk=2)."""
@@ -118,20 +119,13 @@ def train_sentencepiece(path: str, size: int, corpus: str, data_dir: str) -> Non
   except RuntimeError as e:  # E.g. "Vocabulary size too high" for a small corpus.
     raise DataError(f"SentencePiece training on {corpus!r} failed: {e}") from None
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  _atomic_write(path, buf.getvalue())
+  atomic_write(path, buf.getvalue())
   info = {"train_corpus": corpus, "vocab_size": size, "model_type": "bpe",
           "character_coverage": _coverage(size),
           "sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
           "seconds": round(time.perf_counter() - t0, 1)}
-  _atomic_write(path.replace(".model", ".json"), json.dumps(info, indent=1).encode())
+  atomic_write(path.replace(".model", ".json"), json.dumps(info, indent=1))
   print(f"vocab: {path} ({info['seconds']} s)", flush=True)
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------- tasks
@@ -158,8 +152,9 @@ def task_name(corpus: str, vocab_name: str) -> str:
 _TASK_KEYS: dict[str, tuple] = {}
 
 
-def register_tasks(corpora_: list[str], *, data_dir: str = "data",
-                   vocab_name: str = "spm8k", vocab_corpus: str = "general") -> dict[str, str]:
+def register_tasks(corpora_: list[str], *, data_dir: str = arrays.DATA_DIR,
+                   vocab_name: str = arrays.VOCAB_NAME,
+                   vocab_corpus: str = "general") -> dict[str, str]:
   """Registers one seqio Task per corpus (idempotent: re-registers only if its inputs changed).
 
   Returns {corpus: task name}.
@@ -274,8 +269,9 @@ def mixture_name(general: str, domain: str | None, ratio: float, vocab_name: str
   return f"mixlaw_{general}_{domain or 'none'}_{vocab_name}_r{ratio:.6f}".replace(".", "p")
 
 
-def register_mixture(general: str, domain: str | None, ratio: float, *, data_dir: str = "data",
-                     vocab_name: str = "spm8k", start_row: int = 0,
+def register_mixture(general: str, domain: str | None, ratio: float, *,
+                     data_dir: str = arrays.DATA_DIR, vocab_name: str = arrays.VOCAB_NAME,
+                     start_row: int = 0,
                      register: bool = True) -> seqio.Mixture:
   """seqio.Mixture of the two packed tasks, rates (1 - R, R), sampling by the token schedule."""
   ratio = _check_ratio(ratio)
@@ -308,8 +304,8 @@ def _check_ratio(ratio: float) -> float:
 
 
 def get_mixture_dataset(general: str, domain: str | None, ratio: float, *, seq_len: int,
-                        batch_size: int, seed: int, start_step: int = 0, data_dir: str = "data",
-                        vocab_name: str = "spm8k"):
+                        batch_size: int, seed: int, start_step: int = 0,
+                        data_dir: str = arrays.DATA_DIR, vocab_name: str = arrays.VOCAB_NAME):
   """The seqio backend: an iterator of numpy batch dicts from `start_step` on.
 
   Batch i equals `arrays.MixtureSampler(...).batch(i)` on the exported arrays.
@@ -330,8 +326,8 @@ def get_mixture_dataset(general: str, domain: str | None, ratio: float, *, seq_l
 
 
 def get_validation_batches(corpus: str, *, seq_len: int, batch_size: int, max_rows: int,
-                           source_id: int, data_dir: str = "data",
-                           vocab_name: str = "spm8k") -> list[dict]:
+                           source_id: int, data_dir: str = arrays.DATA_DIR,
+                           vocab_name: str = arrays.VOCAB_NAME) -> list[dict]:
   """The fixed validation set of one task: its first `max_rows` packed validation rows, in
   batches of B (the last padded with zero-weight rows). Same as `arrays.validation_batches`."""
   corpora.ensure_ready(corpus, data_dir)
@@ -352,7 +348,8 @@ class SeqioSampler:
   """
 
   def __init__(self, general: str, domain: str | None, ratio: float, *, batch_size: int,
-               seq_len: int, seed: int, data_dir: str = "data", vocab_name: str = "spm8k"):
+               seq_len: int, seed: int, data_dir: str = arrays.DATA_DIR,
+               vocab_name: str = arrays.VOCAB_NAME):
     self.kw = dict(general=general, domain=domain, ratio=ratio, seq_len=seq_len,
                    batch_size=batch_size, seed=seed, data_dir=data_dir, vocab_name=vocab_name)
     self.ratio = _check_ratio(ratio)
@@ -365,14 +362,14 @@ class SeqioSampler:
     return next(self._it)
 
 
-def vocab_size(vocab_name: str, data_dir: str = "data") -> int:
+def vocab_size(vocab_name: str, data_dir: str = arrays.DATA_DIR) -> int:
   """Vocabulary size the model needs for `vocab_name` (the vocabulary must exist or be trainable)."""
   return int(get_vocabulary(vocab_name, data_dir).vocab_size)
 
 
 # ---------------------------------------------------------------------------------- export
 def arrays_dir(data_dir: str, vocab_name: str, seq_len: int) -> str:
-  return os.path.join(os.path.abspath(data_dir), "arrays", f"{vocab_name}_L{seq_len}")
+  return arrays.arrays_dir(os.path.abspath(data_dir), vocab_name, seq_len)
 
 
 @contextlib.contextmanager
@@ -399,8 +396,9 @@ def _corpus_fingerprint(corpus: str, meta: dict) -> str:
   return meta.get("sha256", "")
 
 
-def prepare_arrays(corpora_: list[str], *, data_dir: str = "data", seq_len: int = 256,
-                   vocab_name: str = "spm8k", max_validation_rows: int = 256,
+def prepare_arrays(corpora_: list[str], *, data_dir: str = arrays.DATA_DIR,
+                   seq_len: int = arrays.SEQ_LEN, vocab_name: str = arrays.VOCAB_NAME,
+                   max_validation_rows: int = arrays.VALIDATION_ROWS,
                    vocab_corpus: str = "general", force: bool = False) -> str:
   """Makes the exported arrays of `corpora_` (each task's packed train rows, and its first
   `max_validation_rows` validation rows); returns the arrays dir. Checks every input first."""
@@ -446,8 +444,8 @@ def prepare_arrays(corpora_: list[str], *, data_dir: str = "data", seq_len: int 
         continue
       meta["corpora"][c] = _export_corpus(c, names[c], out, seq_len, max_validation_rows,
                                           metas[c], meta["dtype"], todo, have if same else {})
-      _atomic_write(os.path.join(out, arrays.META_FILE), json.dumps(meta, indent=1).encode())
-    _atomic_write(os.path.join(out, arrays.META_FILE), json.dumps(meta, indent=1).encode())
+      atomic_write(os.path.join(out, arrays.META_FILE), json.dumps(meta, indent=1))
+    atomic_write(os.path.join(out, arrays.META_FILE), json.dumps(meta, indent=1))
   return out
 
 
@@ -473,9 +471,9 @@ def _export_corpus(corpus: str, task: str, out: str, seq_len: int, max_validatio
     keep = rows if split == "train" else rows[:max_validation_rows]
     entry["rows"][split] = int(len(keep))
     path = arrays.split_path(out, corpus, split)
-    tmp = f"{path}.tmp{os.getpid()}.npy"
-    np.save(tmp, keep.astype(dtype))
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.save(buf, keep.astype(dtype))
+    atomic_write(path, buf.getvalue())
     entry["sha256"][split] = hashlib.sha256(open(path, "rb").read()).hexdigest()
     print(f"export: {corpus}/{split}: {entry['docs'][split]} docs -> {len(rows)} rows of "
           f"{seq_len} ({entry['tokens'][split]} tokens, fill {entry['fill'][split]:.4f}), kept "
@@ -487,11 +485,13 @@ def _export_corpus(corpus: str, task: str, out: str, seq_len: int, max_validatio
   return entry
 
 
-def data_export_main(corpora_: list[str], data_dir: str = "data", seq_len: int = 256,
-                     vocab_name: str = "spm8k") -> dict:
+def data_export_main(corpora_: list[str], data_dir: str = arrays.DATA_DIR,
+                     seq_len: int = arrays.SEQ_LEN, vocab_name: str = arrays.VOCAB_NAME,
+                     max_validation_rows: int = arrays.VALIDATION_ROWS) -> dict:
   """`mixlaw data export`: prepare_arrays with progress and a summary table; returns it."""
   t0 = time.perf_counter()
-  out = prepare_arrays(corpora_, data_dir=data_dir, seq_len=seq_len, vocab_name=vocab_name)
+  out = prepare_arrays(corpora_, data_dir=data_dir, seq_len=seq_len, vocab_name=vocab_name,
+                       max_validation_rows=max_validation_rows)
   meta = arrays.read_meta(out)
   summary = {"arrays_dir": out, "vocab_size": meta["vocab_size"], "seq_len": seq_len,
              "seconds": round(time.perf_counter() - t0, 1), "corpora": {}}

@@ -7,3 +7,9 @@ is a bug and keeps its traceback.
 
 class MixlawError(Exception):
   """Bad input or a stopped computation, reported to the user as one line."""
+
+
+def one_line(e: BaseException) -> str:
+  """An exception's message on one line (gin, for one, adds where it happened on lines of its
+  own)."""
+  return " ".join(line.strip() for line in str(e).splitlines() if line.strip())

@@ -8,6 +8,7 @@ logical axis names (`out_sharding` metadata); activations are constrained with
 import dataclasses
 import functools
 import math
+import numbers
 
 import gin
 import jax
@@ -16,6 +17,11 @@ import numpy as np
 from flax import nnx
 
 from mixlaw import sharding
+from mixlaw.errors import MixlawError
+
+
+class ModelError(MixlawError, ValueError):
+  """A bad model size or ModelConfig value (e.g. a gin binding of get_config)."""
 
 
 @gin.configurable
@@ -36,17 +42,33 @@ class ModelConfig:
   attn_chunk: int = 64  # causal attention in query blocks of this length (0: one block)
 
   def __post_init__(self):
+    def check(ok, message):
+      if not ok:
+        raise ModelError(message)
+
+    def count(x, lo):
+      return isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= lo
+
     for name in ('d_model', 'n_layers', 'n_heads', 'd_ff'):
-      if getattr(self, name) <= 0:
-        raise ValueError(f'ModelConfig.{name} must be > 0, got {getattr(self, name)}')
-    if self.vocab_size < 0:
-      raise ValueError(f'ModelConfig.vocab_size must be >= 0, got {self.vocab_size}')
-    if self.d_model % self.n_heads:
-      raise ValueError(f'd_model={self.d_model} is not divisible by n_heads={self.n_heads}')
-    if (self.d_model // self.n_heads) % 2:
-      raise ValueError(f'head dim {self.d_model // self.n_heads} must be even for RoPE')
-    if self.attn_chunk < 0:
-      raise ValueError(f'attn_chunk must be >= 0, got {self.attn_chunk}')
+      check(count(getattr(self, name), 1),
+            f'ModelConfig.{name} must be an integer > 0, got {getattr(self, name)!r}')
+    check(count(self.vocab_size, 0),
+          f'ModelConfig.vocab_size must be >= 0, got {self.vocab_size!r}')
+    check(self.d_model % self.n_heads == 0,
+          f'd_model={self.d_model} is not divisible by n_heads={self.n_heads}')
+    check((self.d_model // self.n_heads) % 2 == 0,
+          f'head dim {self.d_model // self.n_heads} must be even for RoPE')
+    check(count(self.attn_chunk, 0), f'attn_chunk must be an integer >= 0, got {self.attn_chunk!r}')
+    for name in ('rope_theta', 'norm_eps', 'init_std'):
+      v = getattr(self, name)
+      check(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
+            f'ModelConfig.{name} must be a positive number, got {v!r}')
+    for name in ('dtype', 'param_dtype'):
+      v = getattr(self, name)
+      check(v in ('float32', 'bfloat16', 'float16'),
+            f"ModelConfig.{name} must be 'float32', 'bfloat16' or 'float16', got {v!r}")
+    check(isinstance(self.remat, bool),
+          f'ModelConfig.remat must be True or False, got {self.remat!r}')
 
   @property
   def head_dim(self) -> int:
@@ -83,13 +105,17 @@ SIZES: dict[str, ModelConfig] = {
 def get_config(size: str = 'cpu_m', vocab_size: int | None = None, **overrides) -> ModelConfig:
   """The named size, with vocab_size (required when the size has none) and field overrides."""
   if size not in SIZES:
-    raise ValueError(f'unknown model size {size!r}; known sizes: {sorted(SIZES)}')
+    raise ModelError(f'unknown model size {size!r}; known sizes: {sorted(SIZES)}')
   cfg = SIZES[size]
   if vocab_size is not None:
     overrides['vocab_size'] = vocab_size
+  unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(ModelConfig)})
+  if unknown:
+    raise ModelError(f'get_config: unknown ModelConfig field(s) {unknown}; known: '
+                     f'{[f.name for f in dataclasses.fields(ModelConfig)]}')
   cfg = dataclasses.replace(cfg, **overrides)
   if cfg.vocab_size <= 0:
-    raise ValueError(f'model size {size!r} has no vocabulary size: pass vocab_size= (the data\'s)')
+    raise ModelError(f'model size {size!r} has no vocabulary size: pass vocab_size= (the data\'s)')
   return cfg
 
 
@@ -304,7 +330,7 @@ class Transformer(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     if cfg.vocab_size <= 0:
-      raise ValueError('ModelConfig.vocab_size is not set (use get_config(size, vocab_size=...))')
+      raise ModelError('ModelConfig.vocab_size is not set (use get_config(size, vocab_size=...))')
     self.cfg = cfg
     d, v = cfg.d_model, cfg.vocab_size
     self.embed = _param(rngs, (v, d), cfg.init_std, ('vocab', 'embed'), cfg.param_dtype)

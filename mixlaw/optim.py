@@ -5,29 +5,44 @@ norm scales, nor to the input embedding (a lookup table: decay would shrink rare
 The current learning rate lives in the optimizer state (`current_lr`), so a train step reports it.
 """
 import math
+import numbers
 
 import gin
 import jax
 import jax.numpy as jnp
 import optax
 
+from mixlaw.errors import MixlawError
+
 SCHEDULES = ('cosine', 'constant')
+
+
+class OptimError(MixlawError, ValueError):
+  """A bad optimizer or schedule setting (e.g. a gin binding of make_optimizer)."""
+
+
+def _check(ok, message):
+  if not ok:
+    raise OptimError(message)
+
+
+def _num(x) -> bool:
+  return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def make_schedule(peak_lr: float, total_steps: int, warmup_steps: int, schedule: str = 'cosine',
                   min_lr_ratio: float = 0.1):
   """step -> learning rate. Linear warmup reaches peak_lr at step warmup_steps - 1; cosine then
   decays to min_lr_ratio * peak_lr at step total_steps; constant stays at peak_lr."""
-  if schedule not in SCHEDULES:
-    raise ValueError(f'schedule must be one of {SCHEDULES}, got {schedule!r}')
-  if not total_steps > 0:
-    raise ValueError(f'total_steps must be > 0, got {total_steps}')
-  if not 0 <= warmup_steps <= total_steps:
-    raise ValueError(f'warmup_steps must be in [0, total_steps={total_steps}], got {warmup_steps}')
-  if not peak_lr > 0:
-    raise ValueError(f'peak_lr must be > 0, got {peak_lr}')
-  if not 0 <= min_lr_ratio <= 1:
-    raise ValueError(f'min_lr_ratio must be in [0, 1], got {min_lr_ratio}')
+  _check(schedule in SCHEDULES, f'make_optimizer.schedule must be one of {SCHEDULES}, got '
+                                f'{schedule!r}')
+  _check(_num(total_steps) and total_steps > 0, f'total_steps must be > 0, got {total_steps!r}')
+  _check(_num(warmup_steps) and 0 <= warmup_steps <= total_steps,
+         f'warmup_steps must be in [0, total_steps={total_steps}], got {warmup_steps!r}')
+  _check(_num(peak_lr) and peak_lr > 0, f'make_optimizer.peak_lr must be a number > 0, got '
+                                        f'{peak_lr!r}')
+  _check(_num(min_lr_ratio) and 0 <= min_lr_ratio <= 1,
+         f'make_optimizer.min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}')
 
   def schedule_fn(step):
     step = jnp.asarray(step, jnp.float32)
@@ -57,12 +72,12 @@ def make_optimizer(peak_lr: float, total_steps: int, warmup_steps: int,
                    weight_decay: float = 0.1, clip_norm: float | None = 1.0, b1: float = 0.9,
                    b2: float = 0.95, eps: float = 1e-8):
   """(optax transformation, schedule_fn). AdamW with decoupled decay scaled by the lr, as torch."""
-  if weight_decay < 0:
-    raise ValueError(f'weight_decay must be >= 0, got {weight_decay}')
-  if clip_norm is not None and not clip_norm > 0:
-    raise ValueError(f'clip_norm must be > 0 or None, got {clip_norm}')
-  if not (0 <= b1 < 1 and 0 <= b2 < 1 and eps > 0):
-    raise ValueError(f'need 0 <= b1, b2 < 1 and eps > 0, got b1={b1} b2={b2} eps={eps}')
+  _check(_num(weight_decay) and weight_decay >= 0,
+         f'make_optimizer.weight_decay must be a number >= 0, got {weight_decay!r}')
+  _check(clip_norm is None or _num(clip_norm) and clip_norm > 0,
+         f'make_optimizer.clip_norm must be a number > 0 or None, got {clip_norm!r}')
+  _check(all(_num(x) for x in (b1, b2, eps)) and 0 <= b1 < 1 and 0 <= b2 < 1 and eps > 0,
+         f'make_optimizer needs 0 <= b1, b2 < 1 and eps > 0, got b1={b1!r} b2={b2!r} eps={eps!r}')
   schedule_fn = make_schedule(peak_lr, total_steps, warmup_steps, schedule, min_lr_ratio)
   tx = optax.chain(
       optax.clip_by_global_norm(clip_norm) if clip_norm is not None else optax.identity(),

@@ -1,325 +1,84 @@
-"""Figures (matplotlib, PNG + SVG) and a report (report.md, self-contained report.html).
+"""The report: report.md and a self-contained report.html, with the figures of `mixlaw.figures`.
 
-Reads WORKDIR/results.jsonl (through mixlaw.results), WORKDIR/fits.json (from `mixlaw fit`) and,
+Reads the workdir's results table (through mixlaw.results), its fits.json (from `mixlaw fit`) and,
 where present, the runs' run.json; every number in the report is a number of fits.json (the
 tables are mixlaw.laws.tables', rendered here as Markdown and HTML) or of the results table (the
 base-training curves). Answer first (CMR per size with its interval, next to the model-free
 CMR), then what the data can and cannot tell (trends against the noise, design gates), then the
-evidence. Figures are numbered in reading order.
+evidence. The report is the list SECTIONS: one function per section, each returning its blocks;
+append a function to add a section. Figures are numbered in reading order.
 """
 
 from __future__ import annotations
 
 import base64
-import glob
 import html
-import json
 import os
 import re
 
-import numpy as np
-
+from mixlaw import arrays
+from mixlaw import figures as figures_lib
 from mixlaw import results
+from mixlaw import workdir as workdir_lib
 from mixlaw.errors import MixlawError
+from mixlaw.figures import FIGURES, ci_label  # noqa: F401  (report.FIGURES: the figure names)
+from mixlaw.laws import SCHEMA_VERSION
 from mixlaw.laws import tables as tables_lib
 
-FIGURES = ("cmr_size", "base_curves", "curves", "trajectories", "ratio_law", "cmr", "surface")
 _fmt, _pct = tables_lib.fmt, tables_lib.pct  # one formatter for the text, Markdown and HTML.
+# Where fits.json says each setting came from (options.source) -> how the report names it.
+_SOURCES = {"flag": "command-line flags", "gin": "gin bindings",
+            workdir_lib.SWEEP: f"{workdir_lib.SWEEP} {workdir_lib.FIT_OPTIONS}",
+            "argument": "given as arguments"}
 
 
 class ReportError(MixlawError, ValueError):
   """The workdir lacks what a report needs."""
 
 
-def load_workdir(workdir: str) -> dict:
-  """Everything a report needs: rows, fits, run infos, corpus meta, notes on stale settings."""
+def load_workdir(workdir: str, fit_options: dict | None = None) -> dict:
+  """Everything a report needs: rows, fits, run infos, corpus meta, notes on stale settings.
+
+  fit_options: settings the fits should have been computed with, over sweep.json's fit_options
+  (e.g. the gin bindings of FitOptions given to `mixlaw report`).
+  """
   rows = results.read_rows(workdir)
   if not rows:
     raise ReportError(f"{results.table_path(workdir)} is missing or empty: run a sweep first")
-  path = os.path.join(workdir, "fits.json")
-  if not os.path.exists(path):
-    raise ReportError(f"{path} is missing: run `mixlaw fit --workdir {workdir}` first")
-  with open(path) as f:
-    fits = json.load(f)
-  if fits.get("schema_version") != 2:
-    raise ReportError(f"{path} has schema {fits.get('schema_version')}; rerun `mixlaw fit "
-                      f"--workdir {workdir}` (this report reads schema 2)")
-  runs = {}
-  for p in sorted(glob.glob(os.path.join(workdir, "runs", "*", "run.json"))):
-    with open(p) as f:
-      info = json.load(f)
-    runs[info["run_id"]] = info
-  meta = {}
-  arrays_dir = next((i.get("arrays_dir") for i in runs.values() if i.get("arrays_dir")), None)
-  if arrays_dir and os.path.exists(os.path.join(arrays_dir, "meta.json")):
-    with open(os.path.join(arrays_dir, "meta.json")) as f:
-      meta = json.load(f)
+  fits = workdir_lib.read_fits(workdir)
+  if fits is None:
+    raise ReportError(f"{workdir_lib.fits_path(workdir)} is missing: run `mixlaw fit --workdir "
+                      f"{workdir}` first")
+  if fits.get("schema_version") != SCHEMA_VERSION:
+    raise ReportError(f"{workdir_lib.fits_path(workdir)} has schema {fits.get('schema_version')}; "
+                      f"rerun `mixlaw fit --workdir {workdir}` (this report reads schema "
+                      f"{SCHEMA_VERSION})")
+  runs = workdir_lib.read_runs(workdir)
+  source = next((i["data_source"] for i in runs.values() if i.get("data_source")), None)
+  meta = arrays.read_meta(source) if source and os.path.isdir(source) else {}
+  want = {**workdir_lib.read_fit_options(workdir), **(fit_options or {})}
   return {"rows": rows, "fits": fits, "runs": runs, "meta": meta, "workdir": workdir,
-          "notes": _stale(workdir, fits)}
+          "notes": _stale(workdir, fits, want)}
 
 
-def _stale(workdir, fits) -> list[str]:
-  """Settings in WORKDIR/sweep.json's fit_options that fits.json was not computed with."""
-  from mixlaw.laws import api  # the laws own sweep.json's fit_options.
-  want, have = api.read_fit_options(workdir), fits["options"]
+def _stale(workdir, fits, want) -> list[str]:
+  """Settings the experiment asks for (`want`) that fits.json was not computed with."""
+  have = fits["options"]
   diff = [k for k, v in want.items() if k in have and have.get(f"{k}_option", have[k]) != v]
   return [f"fits.json was computed with {', '.join(f'{k}={have[k]!r}' for k in diff)} but the "
-          f"experiment's sweep.json asks for {', '.join(f'{k}={want[k]!r}' for k in diff)}: "
+          f"experiment asks for {', '.join(f'{k}={want[k]!r}' for k in diff)}: "
           f"rerun `mixlaw fit --workdir {workdir}`"] if diff else []
 
+
+# ------------------------------------------------------------------------------------ text
 
 def _by(items, **match):
   return [x for x in items if all(x.get(k) == v for k, v in match.items())]
 
 
-def _shades(n, cmap):
-  import matplotlib
-  cm = matplotlib.colormaps[cmap]
-  return [cm(0.35 + 0.6 * i / max(n - 1, 1)) for i in range(n)]
-
-
 def _sizes(fits):
   return [s["size"] for s in sorted(fits["sizes"], key=lambda s: s["N"] or 0)]
 
-
-def _arr(v):
-  return np.array([np.nan if x is None else x for x in v], float)
-
-
-def _save(fig, out_dir, name) -> str:
-  import matplotlib.pyplot as plt
-  path = os.path.join(out_dir, f"{name}.png")
-  fig.savefig(path, dpi=110, bbox_inches="tight")
-  fig.savefig(os.path.join(out_dir, f"{name}.svg"), bbox_inches="tight")
-  plt.close(fig)
-  return path
-
-
-# ------------------------------------------------------------------------------------ figures
-
-def fig_cmr_size(w, out_dir):
-  """CMR at T_max against model size: fitted (with interval), condition A only, model-free;
-  censored values drawn as arrows at the edge of the trained ratios."""
-  import matplotlib.pyplot as plt
-  fits = w["fits"]
-  sizes = sorted(fits["sizes"], key=lambda s: s["N"] or 0)
-  fig, ax = plt.subplots(figsize=(6.5, 4))
-  x = np.arange(len(sizes))
-  for off, key, label, style in ((-0.12, "fit", "fitted CMR (Definition 2)", "o"),
-                                 (0.12, "free", "model-free CMR (condition A)", "s")):
-    for i, s in enumerate(sizes):
-      c = _by(fits["cmr"], size=s["size"])[0]
-      v = c if key == "fit" else c["model_free"]
-      lo, hi = v.get("lo"), v.get("hi")
-      kw = dict(color="C0" if key == "fit" else "C2", label=label if i == 0 else None)
-      if v["censored"] == "below":
-        ax.plot(x[i] + off, min(s["ratios"]), "v", mfc="none", ms=9, **kw)
-      elif v["censored"] == "above":
-        ax.plot(x[i] + off, v["cmr"], "^", mfc="none", ms=9, **kw)
-      else:
-        ax.plot(x[i] + off, v["cmr"], style, ms=7, **kw)
-      if lo is not None or hi is not None:
-        lo = min(s["ratios"]) if lo is None else lo
-        ax.plot([x[i] + off] * 2, [lo, hi], "-", lw=2, color=kw["color"], alpha=0.6)
-  ax.set_xticks(x, [f"{s['size']}\n{s['N']:.3g}" for s in sizes])
-  ax.set_xlabel("model size (N: non-embedding parameters)")
-  ax.set_ylabel("critical mixture ratio at T_max")
-  ax.set_ylim(0, 1.05)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7, loc="best", title="bars: 95% intervals; open ▲▼: censored",
-            title_fontsize=7)
-  ax.set_title("CMR against model size")
-  return _save(fig, out_dir, "cmr_size")
-
-
-def fig_base_curves(w, out_dir):
-  """Base pretraining: validation losses against tokens, per size (from the results table)."""
-  import matplotlib.pyplot as plt
-  fits = w["fits"]
-  sizes = _sizes(fits)
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-  for color, size in zip(_shades(len(sizes), "plasma"), sizes):
-    rows = sorted((r for r in w["rows"] if r["phase"] == "base" and r["split"] == "validation"
-                   and r["size_name"] == size), key=lambda r: r["step"])
-    if not rows:
-      continue
-    tok = np.array([r["tokens_seen"] for r in rows], float) / 1e6
-    for ax, key in zip(axes, ("general_loss", "domain_loss")):
-      ax.plot(tok, [r[key] for r in rows], ".-", color=color, label=size, ms=4)
-  for ax, which in zip(axes, ("general", "domain")):
-    ax.set_xlabel("base training tokens (millions)")
-    ax.set_ylabel(f"{which} validation loss (nats)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-  fig.suptitle("Base models during pretraining (general data only)", y=1.02)
-  return _save(fig, out_dir, "base_curves")
-
-
-def fig_curves(w, out_dir):
-  """Loss change against CPT tokens for every size and ratio: evals (one marker per seed),
-  Eq. 6 fits (dashed: flagged), the 95% bootstrap band of the fit and a +-2 sigma band of the
-  measured eval noise around it."""
-  import matplotlib.pyplot as plt
-  fits = w["fits"]
-  sizes = _sizes(fits)
-  unit = fits["options"]["tokens_per_unit"]
-  fig, axes = plt.subplots(len(sizes), 2, figsize=(10.5, 3.3 * len(sizes)), squeeze=False)
-  for row, size in zip(axes, sizes):
-    for ax, which in zip(row, ("general", "domain")):
-      cs = sorted(_by(fits["curves"], size=size, which=which), key=lambda c: c["ratio"])
-      for color, c in zip(_shades(len(cs), "viridis"), cs):
-        t = np.asarray(c["T"]) * unit / 1e6
-        runs = np.asarray(c["run_index"])
-        for k in np.unique(runs):
-          ax.plot(t[runs == k], np.asarray(c["dL"])[runs == k], "ox^sdv"[k % 6], ms=2.5,
-                  color=color, alpha=0.7)
-        tg, fit = np.asarray(c["T_grid"]) * unit / 1e6, _arr(c["dL_fit"])
-        sig = c["sigma"] or 0.0
-        ax.fill_between(tg, fit - 2 * sig, fit + 2 * sig, color=color, alpha=0.08, lw=0)
-        if c.get("band_lo"):
-          ax.plot(tg, _arr(c["band_lo"]), ":", color=color, lw=0.8)
-          ax.plot(tg, _arr(c["band_hi"]), ":", color=color, lw=0.8)
-        flagged = ", flagged" if c["flags"] else ""
-        ax.plot(tg, fit, "--" if c["flags"] else "-", lw=1.2, color=color,
-                label=f"R={c['ratio']:.3g} (R²={_fmt(c['r2'], 2)}{flagged})")
-      if which == "general":
-        ax.axhline(fits["options"]["eps"], color="crimson", ls="--", lw=1, label="eps")
-      ax.set_xlabel("CPT tokens (millions)")
-      ax.set_ylabel(f"ΔL {which} (nats)")
-      ax.set_title(f"{size}: {which} loss change", fontsize=9)
-      ax.grid(alpha=0.3)
-      ax.legend(fontsize=6, loc="best")
-  fig.suptitle("Eq. 6 fits; shaded: fit ± 2σ eval noise; dotted: 95% band of the fit; "
-               "dashed fit: flagged", y=1.0, fontsize=9)
-  fig.tight_layout()
-  return _save(fig, out_dir, "curves")
-
-
-def fig_trajectories(w, out_dir):
-  """Paper Fig. 1: dGeneral against dDomain along CPT, per size, one shade per R, eps line."""
-  import matplotlib.pyplot as plt
-  fits = w["fits"]
-  sizes = _sizes(fits)
-  eps = fits["options"]["eps"]
-  fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.6), squeeze=False)
-  for ax, size in zip(axes[0], sizes):
-    gen = {c["ratio"]: c for c in _by(fits["curves"], size=size, which="general")}
-    dom = {c["ratio"]: c for c in _by(fits["curves"], size=size, which="domain")}
-    for color, r in zip(_shades(len(gen), "viridis"), sorted(gen)):
-      run = np.asarray(gen[r]["run_index"]) == 0  # the first seed's trajectory.
-      ax.plot(np.r_[0, np.asarray(dom[r]["dL"])[run]], np.r_[0, np.asarray(gen[r]["dL"])[run]],
-              ".-", ms=3, lw=1, color=color, label=f"R={r:.3g}")
-    ax.axhline(eps, color="crimson", ls="--", lw=1, label=f"eps={eps}")
-    ax.set_title(size)
-    ax.set_xlabel("ΔL domain (nats)")
-    ax.set_ylabel("ΔL general (nats)")
-    ax.grid(alpha=0.3)
-  axes[0][-1].legend(fontsize=7, loc="best")
-  fig.suptitle("General vs domain loss change during CPT (first seed; from (0, 0), T grows "
-               "along each line)", y=1.04)
-  return _save(fig, out_dir, "trajectories")
-
-
-def fig_ratio_law(w, out_dir):
-  """Paper Fig. 3: validation losses at T_max against R with the fitted ratio law."""
-  import matplotlib.pyplot as plt
-  fits = w["fits"]
-  sizes = _sizes(fits)
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-  for ax, which in zip(axes, ("general", "domain")):
-    for color, size in zip(_shades(len(sizes), "plasma"), sizes):
-      law = _by(fits["ratio_law"], size=size, which=which)
-      if law:
-        law = law[0]
-        ax.plot(law["ratios"], law["measured"], "o", color=color, label=f"{size} measured")
-        ax.plot(law["R_grid"], law["L_fit"], "-", color=color, lw=1,
-                label=f"{size} fit (R²={_fmt(law['r2'], 3)})")
-      else:
-        pts = sorted((f["ratio"], f[f"{which}_loss"]) for f in _by(fits["final"], size=size))
-        ax.plot(*zip(*pts), "o", color=color, label=f"{size} measured")
-    ax.set_xlabel("domain share R of CPT tokens")
-    ax.set_ylabel(f"{which} validation loss at T_max (nats)")
-    ax.set_title(f"{which} loss vs R:  L(R) = a R^s + b")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-  return _save(fig, out_dir, "ratio_law")
-
-
-def fig_cmr(w, out_dir):
-  """Paper Fig. 5: the CMR against CPT tokens per size, with its interval and the CMR law;
-  censored budgets drawn as open triangles at the edge of the trained ratios."""
-  import matplotlib.pyplot as plt
-  fits = w["fits"]
-  unit = fits["options"]["tokens_per_unit"]
-  fig, ax = plt.subplots(figsize=(6.5, 4))
-  for color, size in zip(_shades(len(_sizes(fits)), "plasma"), _sizes(fits)):
-    ser = _by(fits["cmr_series"], size=size)[0]
-    s = _by(fits["sizes"], size=size)[0]
-    t = np.asarray(ser["T"], float) * unit / 1e6
-    y, cens = _arr(ser["cmr"]), np.array([c or "" for c in ser["censored"]])
-    ok = cens == ""
-    ax.plot(t[ok], y[ok], "o", ms=3, color=color, label=f"{size} CMR")
-    if (cens == "above").any():
-      ax.plot(t[cens == "above"], y[cens == "above"], "^", mfc="none", ms=5, color=color,
-              label=f"{size}: >= largest R")
-    if (cens == "below").any():
-      ax.plot(t[cens == "below"], np.full((cens == "below").sum(), min(s["ratios"])), "v",
-              mfc="none", ms=5, color=color, label=f"{size}: < smallest R")
-    if ser.get("lo"):
-      lo, hi = _arr(ser["lo"]), _arr(ser["hi"])
-      ax.fill_between(t, np.where(np.isfinite(lo), lo, 0), hi, color=color, alpha=0.15, lw=0)
-    law = _by(fits["cmr_law"], size=size)[0]
-    if law.get("params"):
-      ax.plot(np.asarray(law["T_grid"]) * unit / 1e6, law["R_fit"], "-", color=color, lw=1,
-              label=f"{size} law a T^s + b")
-  ax.set_xlabel("CPT tokens (millions)")
-  ax.set_ylabel("critical mixture ratio R_CMR")
-  ax.set_ylim(0, 1.05)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
-  ax.set_title("CMR against CPT budget (band: 95% bootstrap interval)")
-  return _save(fig, out_dir, "cmr")
-
-
-def fig_surface(w, out_dir):
-  """The fitted ratio-size-steps surface: dL_gen over (R, T) per size, feasible boundary."""
-  import matplotlib.pyplot as plt
-  from mixlaw.laws import forms
-  fits = w["fits"]
-  surf = fits.get("surface") or {}
-  eps = fits["options"]["eps"]
-  unit = fits["options"]["tokens_per_unit"]
-  sizes = sorted(fits["sizes"], key=lambda s: s["N"] or 0)
-  fig, axes = plt.subplots(1, len(sizes), figsize=(5.4 * len(sizes), 3.8), squeeze=False,
-                           layout="constrained")
-  for ax, s in zip(axes[0], sizes):
-    r = np.linspace(min(s["ratios"]), max(s["ratios"]), 60)
-    t = np.linspace(s["T_min"], s["T_max"], 60)
-    R, T = np.meshgrid(r, t)
-    if surf.get("general"):
-      z = forms.evaluate(surf["general"]["form"], surf["general"]["params"], R=R,
-                         N=np.full_like(R, s["N"]), T=T)
-      title = f"{s['size']}: surface ΔL general"
-    else:  # No surface (one size): interpolate the per-ratio Eq. 6 fits instead.
-      z = np.stack([np.interp(r, *zip(*sorted(
-          (c["ratio"], float(forms.evaluate(c["form"], c["params"], T=tt)))
-          for c in _by(fits["curves"], size=s["size"], which="general")))) for tt in t])
-      title = f"{s['size']}: ΔL general (Eq. 6, interpolated)"
-    im = ax.pcolormesh(r, t * unit / 1e6, z, shading="auto", cmap="magma")
-    ax.contour(r, t * unit / 1e6, z, levels=[eps], colors="cyan", linewidths=1.2)
-    ser = _by(fits["cmr_series"], size=s["size"])[0]
-    ax.plot(_arr(ser["cmr"]), np.asarray(ser["T"], float) * unit / 1e6, "w.", ms=3,
-            label="CMR (per-size fits)")
-    fig.colorbar(im, ax=ax, label="ΔL general (nats)")
-    ax.set_xlabel("domain share R")
-    ax.set_ylabel("CPT tokens (millions)")
-    ax.set_title(title, fontsize=9)
-  axes[0][0].legend(fontsize=7, loc="upper right")
-  fig.suptitle(f"General-loss rise over (R, T); cyan: ΔL general = eps = {eps}", y=1.04)
-  return _save(fig, out_dir, "surface")
-
-
-# ------------------------------------------------------------------------------------ text
 
 def _corpora_used(runs) -> set:
   used = set()
@@ -341,11 +100,12 @@ def _wall_s(infos) -> float:
 
 def _trained(w) -> tables_lib.Table:
   fits, runs = w["fits"], w["runs"]
+  ids = {k: workdir_lib.parse_run_id(k) for k in runs}
   rows = []
   for s in sorted(fits["sizes"], key=lambda s: s["N"] or 0):
     size = s["size"]
-    base = runs.get(f"base_{size}", {})
-    cpts = [i for k, i in runs.items() if k.startswith(f"cpt_{size}_")]
+    base = next((runs[k] for k, p in ids.items() if p == {"kind": "base", "size": size}), {})
+    cpts = [runs[k] for k, p in ids.items() if p.get("kind") == "cpt" and p["size"] == size]
     m = base.get("model", {})
     tok = base.get("steps", 0) * base.get("batch_size", 0) * base.get("seq_len", 0)
     n = s["n_params_nonemb"] or 0
@@ -359,18 +119,18 @@ def _trained(w) -> tables_lib.Table:
                  f"{_wall_s([base] + cpts) / 60:.1f}" if base or cpts else "–"])
   return tables_lib.Table("trained", "Models and runs", [
       "size", "d", "layers", "heads", "ffn", "non-emb. params", "params", "base tokens",
-      "CPT runs x tokens", "train min"], rows, "from runs/RUN_ID/run.json; train min: wall time "
+      "CPT runs x tokens", "train min"], rows, "from each run's run.json; train min: wall time "
       "of the base run and the CPT runs, an ensemble's counted once" if runs else
-      "runs/ not present: model shapes unknown")
+      "no run.json present: model shapes unknown")
 
 
-def _blocks(w) -> list[tuple]:
-  """The report as blocks: ('h', level, text) | ('p', text) | ('ul', items) | ('table', Table)
-  | ('img', name, caption). Rendered to Markdown and HTML by the same content."""
-  fits, runs, meta = w["fits"], w["runs"], w["meta"]
-  opt = fits["options"]
-  t = {x.key: x for x in tables_lib.fit_tables(fits)}
-  sizes = _sizes(fits)
+# ---------------------------------------------------------------------------------- sections
+# Each section: (w, t) -> blocks, where w is load_workdir's dict and t the fit tables by key.
+# Blocks: ('h', level, text) | ('p', text) | ('ul', items) | ('table', Table) | ('img', name,
+# caption), rendered to Markdown and HTML from the same content.
+
+def section_intro(w, t) -> list[tuple]:
+  opt = w["fits"]["options"]
   domain = opt.get("domain") or "domain"
   b = [("h", 1, f"mixlaw report: critical mixture ratio for {domain} CPT")]
   b.append(("p", f"Workdir `{w['workdir']}`. Continual pre-training (CPT) mixes general data "
@@ -379,61 +139,96 @@ def _blocks(w) -> list[tuple]:
             f"{opt['eps']} nats of the base model's (condition A) once the general-loss rise "
             f"has been outpaced by the domain gain (the critical point of Definition 2, lambda "
             f"= {opt['lam']:g}; Gu et al. 2024). The fits use the unit {opt['t_unit']}."))
-  for note in w["notes"]:
-    b.append(("p", f"**Note:** {note}"))
-  b.append(("h", 2, "The answer: CMR per model size"))
-  b.append(("table", t["cmr"]))
-  cmr = fits["cmr"]
+  return b + [("p", f"**Note:** {note}") for note in w["notes"]]
+
+
+def section_answer(w, t) -> list[tuple]:
+  fits = w["fits"]
+  opt, cmr = fits["options"], fits["cmr"]
   a_only = [c["size"] for c in cmr if c["condition_A_decides"]]
   lam_matters = [c["size"] for c in cmr if c["lam_decides"]]
   disagree = [c["size"] for c in cmr if c["model_free"]["disagrees"]]
-  b.append(("ul", [
-      f"Condition A alone decides the CMR for: {', '.join(a_only) or 'no size'}; there the "
-      f"critical-point condition and lambda do not matter.",
-      f"Lambda changes the CMR (lambda in {opt['lam_range']}) for: "
-      f"{', '.join(lam_matters) or 'no size'} (table below).",
-      f"Model-free and fitted (condition A) CMRs disagree beyond their uncertainty for: "
-      f"{', '.join(disagree) or 'no size'}.",
-      "Interpolation between trained ratios is linear in u = R^e with e from the ratio law at "
-      "T_max (column e gen / dom); e = 1 means linear in R.",
-      f"Intervals: {opt['bootstrap']}. They cover CPT reruns (data order, eval noise) of the "
-      "same base models; the base models' own seed variation is not sampled (one base run per "
-      "size)."]))
-  b.append(("img", "cmr_size", "CMR at T_max against model size, fitted (Definition 2) and "
-            "model-free (condition A, smoothed evals), with 95% intervals; open triangles are "
-            "censored at the edge of the trained ratios."))
-  b.append(("table", t["lam"]))
-  b.append(("h", 2, "What this sweep can and cannot show"))
-  b.append(("p", "Each trend is judged at T_max on smoothed values (mean of the last "
-            f"{opt['smooth_k']} evals) against its noise: holds / fails / undecided at z = 2 "
-            "standard errors (checks.py)."))
-  b.append(("table", t["trends"]))
-  b.append(("h", 3, "Gates / design checks"))
-  b.append(("p", "What a powered experiment needs, measured on this table (thresholds are the "
-            "fit options gate_*; docs/laws.md)."))
-  b.append(("table", t["gates"]))
-  b.append(("table", t["gates_sizes"]))
-  b.append(("h", 2, "What was trained"))
-  b.append(("table", _trained(w)))
-  b.append(("img", "base_curves", "Base pretraining: general and domain validation loss "
-            "against tokens per size."))
+  return [
+      ("h", 2, "The answer: CMR per model size"), ("table", t["cmr"]),
+      ("ul", [
+          f"Condition A alone decides the CMR for: {', '.join(a_only) or 'no size'}; there the "
+          f"critical-point condition and lambda do not matter.",
+          f"Lambda changes the CMR (lambda in {opt['lam_range']}) for: "
+          f"{', '.join(lam_matters) or 'no size'} (table below).",
+          f"Model-free and fitted (condition A) CMRs disagree beyond their uncertainty for: "
+          f"{', '.join(disagree) or 'no size'}.",
+          "Interpolation between trained ratios is linear in u = R^e with e from the ratio law "
+          "at T_max (column e gen / dom); e = 1 means linear in R.",
+          f"Intervals: {opt['bootstrap']}. They cover CPT reruns (data order, eval noise) of the "
+          "same base models; the base models' own seed variation is not sampled (one base run "
+          "per size)."]),
+      ("img", "cmr_size", "CMR at T_max against model size, fitted (Definition 2) and "
+       f"model-free (condition A, smoothed evals), with {ci_label(fits)} intervals; open "
+       "triangles are censored at the edge of the trained ratios."),
+      ("table", t["lam"])]
+
+
+def section_decisions(w, t) -> list[tuple]:
+  """Pre-registered decisions, the fitted-vs-model-free check, budgets, leave-future-out."""
+  fits = w["fits"]
+  opt = fits["options"]
+  return [
+      ("h", 2, "Decisions, budgets without future data, and predictions of later evals"),
+      ("table", t["decisions"]),
+      ("p", "The fitted Definition-2 CMR rests on Eq. 6's form; the model-free one on the "
+       f"measured window slopes (last {100 * opt['slope_window']:g}% of T) and smoothed levels. "
+       "Sizes where they differ beyond their uncertainty, and why:"),
+      ("table", t["def2_flags"]),
+      ("table", t["series"]),
+      ("img", "cmr", f"(paper Fig. 5) CMR against CPT tokens per size, each budget refitted "
+       f"from the evals up to it, with its {ci_label(fits)} interval, the model-free "
+       "Definition-2 CMR (x) and the CMR law fitted to these points; open triangles: "
+       "censored."),
+      ("table", t["lfo"]),
+      ("img", "lfo", "Leave-future-out: predictions of T_max from the evals up to f T_max "
+       "against the full data; gray bands: the pre-registered tolerances.")]
+
+
+def section_limits(w, t) -> list[tuple]:
+  opt = w["fits"]["options"]
+  return [
+      ("h", 2, "What this sweep can and cannot show"),
+      ("p", "Each trend is judged at T_max on smoothed values (mean of the last "
+       f"{opt['smooth_k']} evals) against its noise: holds / fails / undecided at z = 2 "
+       "standard errors (checks.py)."),
+      ("table", t["trends"]),
+      ("h", 3, "Gates / design checks"),
+      ("p", "What a powered experiment needs, measured on this table (thresholds are the fit "
+       "options gate_*; docs/laws.md)."),
+      ("table", t["gates"]), ("table", t["gates_sizes"])]
+
+
+def section_trained(w, t) -> list[tuple]:
+  meta = w["meta"]
+  b = [("h", 2, "What was trained"), ("table", _trained(w)),
+       ("img", "base_curves", "Base pretraining: general and domain validation loss against "
+        "tokens per size.")]
   if meta.get("corpora"):
     rows = [[name, _fmt(sum(c["docs"].values())), _fmt(sum(c["tokens"].values())),
              f"{sum(c['bytes'].values()) / 1e6:.2f}", _fmt(c.get("bytes_per_token"), 3),
              ", ".join(f"{k} {100 * v:.0f}%" for k, v in (c.get("language_shares") or {}).items())]
-            for name, c in meta["corpora"].items() if name in _corpora_used(runs)]
+            for name, c in meta["corpora"].items() if name in _corpora_used(w["runs"])]
     b.append(("p", f"Data: real text built offline from package registries (`mixlaw corpora "
               f"build`), tokenizer `{meta.get('vocab_name')}` ({meta.get('vocab_size')} "
               f"pieces), sequences of {meta.get('seq_len')} tokens, documents packed, never "
               f"truncated. Validation: a fixed held-out set per corpus."))
     b.append(("table", tables_lib.Table("corpora", "Corpora", [
         "corpus", "documents", "tokens", "MB", "bytes/token", "languages"], rows)))
-  b.append(("h", 2, "Evidence"))
-  b.append(("table", tables_lib.Table("base", "Base models (before CPT)", [
+  return b
+
+
+def section_evidence(w, t) -> list[tuple]:
+  fits = w["fits"]
+  opt, sizes = fits["options"], _sizes(fits)
+  b = [("h", 2, "Evidence"), ("table", tables_lib.Table("base", "Base models (before CPT)", [
       "size", "general loss L_gen(S)", "domain loss L_dom(S)"],
       [[s["size"], _fmt(s["base_general_loss"]), _fmt(s["base_domain_loss"])]
-       for s in sorted(fits["sizes"], key=lambda s: s["N"] or 0)])))
-  b.append(("table", t["sizes"]))
+       for s in sorted(fits["sizes"], key=lambda s: s["N"] or 0)])), ("table", t["sizes"])]
   ratios = sorted({f["ratio"] for f in fits["final"]})
   rows = []
   for s in sizes:
@@ -448,37 +243,49 @@ def _blocks(w) -> list[tuple]:
                                                           for r in ratios], rows,
       f"mean of the last {opt['smooth_k']} evals per run, averaged over seeds")))
   b.append(("img", "curves", "Loss change against CPT tokens for every size and ratio, with "
-            "Eq. 6 fits, the fit's 95% band and the eval noise."))
+            f"Eq. 6 fits, the fit's {ci_label(fits)} band and the eval noise."))
   b.append(("img", "trajectories", "(paper Fig. 1) ΔL general against ΔL domain along CPT; "
             "dashed: eps."))
-  b.append(("table", t["quality"]))
-  b.append(("table", t["flags"]))
-  b.append(("table", t["ratio_law"]))
-  b.append(("table", t["heldout"]))
+  b += [("table", t[k]) for k in ("quality", "flags", "ratio_law", "heldout")]
   b.append(("img", "ratio_law", "(paper Fig. 3) validation losses at T_max against R with the "
             "fitted ratio law."))
-  b.append(("table", t["feasibility"]))
-  b.append(("table", t["cmr_law"]))
-  b.append(("img", "cmr", "(paper Fig. 5) CMR against CPT tokens per size, with its interval "
-            "and the CMR law; open triangles: censored."))
-  b.append(("h", 3, "Across sizes: the ratio-size-steps surface"))
-  b += [("table", t[k]) for k in ("surface", "loso") if k in t]
-  b.append(("img", "surface", "ΔL general over (R, T) per size with the boundary ΔL general = "
-            "eps (cyan) and the per-size CMR (white)."))
-  src = opt.get("source") or {}
-  b.append(("h", 2, "Reproduce"))
-  b.append(("ul", [f"`mixlaw fit --workdir {w['workdir']}` recomputes fits.json with the "
-                   f"experiment's settings (sweep.json fit_options: "
-                   f"{', '.join(k for k, v in src.items() if v == 'sweep.json') or 'none'}; "
-                   f"given as arguments: "
-                   f"{', '.join(k for k, v in src.items() if v == 'argument') or 'none'}; seed "
-                   f"{opt['seed']}, {opt['n_boot']} replicates);",
-                   f"`mixlaw report --workdir {w['workdir']}` rewrites this report;",
-                   "each run's operative gin config, seed and package versions are in "
-                   "runs/RUN_ID/config.gin and run.json."]))
+  b += [("table", t["feasibility"]), ("table", t["cmr_law"])]
   return b
 
 
+def section_surface(w, t) -> list[tuple]:
+  return ([("h", 3, "Across sizes: the ratio-size-steps surface")]
+          + [("table", t[k]) for k in ("surface", "loso") if k in t]
+          + [("img", "surface", "ΔL general over (R, T) per size with the boundary ΔL general = "
+              "eps (cyan) and the per-size CMR (white).")])
+
+
+def section_reproduce(w, t) -> list[tuple]:
+  opt = w["fits"]["options"]
+  src = opt.get("source") or {}
+  given = [f"{name}: {', '.join(k for k, v in src.items() if v == key) or 'none'}"
+           for key, name in _SOURCES.items() if key != "argument" or key in src.values()]
+  return [("h", 2, "Reproduce"),
+          ("ul", [f"`mixlaw fit --workdir {w['workdir']}` recomputes fits.json with the "
+                  f"experiment's settings (settings from {'; '.join(given)}; seed "
+                  f"{opt['seed']}, {opt['n_boot']} replicates);",
+                  f"`mixlaw report --workdir {w['workdir']}` rewrites this report;",
+                  "each run's operative gin config, seed and package versions are in "
+                  f"{workdir_lib.RUNS}/RUN_ID/{workdir_lib.RUN_CONFIG} and "
+                  f"{workdir_lib.RUN_INFO}."])]
+
+
+SECTIONS = [section_intro, section_answer, section_decisions, section_limits, section_trained, section_evidence,
+            section_surface, section_reproduce]
+
+
+def _blocks(w) -> list[tuple]:
+  """The report as blocks, section by section."""
+  t = {x.key: x for x in tables_lib.fit_tables(w["fits"])}
+  return [blk for section in SECTIONS for blk in section(w, t)]
+
+
+# ---------------------------------------------------------------------------------- rendering
 def _number(blocks, figures):
   """Figures that exist, numbered in reading order."""
   out, n = [], 0
@@ -516,7 +323,7 @@ def _md(blocks) -> str:
     elif blk[0] == "table":
       out.append(_md_table(blk[1]))
     elif blk[0] == "img":
-      out.append(f"![{blk[2]}](figures/{blk[1]}.png)\n\n*{blk[2]}*")
+      out.append(f"![{blk[2]}]({workdir_lib.FIGURES}/{blk[1]}.png)\n\n*{blk[2]}*")
   return "\n\n".join(out) + "\n"
 
 
@@ -557,26 +364,13 @@ def _html(blocks, figures) -> str:
           f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
 
 
-FIGURE_FNS = {"cmr_size": fig_cmr_size, "base_curves": fig_base_curves, "curves": fig_curves,
-              "trajectories": fig_trajectories, "ratio_law": fig_ratio_law, "cmr": fig_cmr,
-              "surface": fig_surface}
-
-
-def write_report(workdir: str) -> dict:
-  """Writes WORKDIR/figures/*.{png,svg}, report.md and report.html; returns their paths (and
+def write_report(workdir: str, fit_options: dict | None = None) -> dict:
+  """Writes the figures, report.md and report.html into WORKDIR; returns their paths (and
   notes, e.g. fits.json computed with settings other than the experiment's)."""
-  import matplotlib
-  matplotlib.use("Agg")
-  w = load_workdir(workdir)
-  out_dir = os.path.join(workdir, "figures")
-  os.makedirs(out_dir, exist_ok=True)
-  figures = {name: FIGURE_FNS[name](w, out_dir) for name in FIGURES}
+  w = load_workdir(workdir, fit_options)
+  figures = figures_lib.write_figures(w, workdir_lib.figures_dir(workdir))
   blocks = _number(_blocks(w), figures)
-  paths = {"md": os.path.join(workdir, "report.md"), "html": os.path.join(workdir, "report.html")}
-  with open(paths["md"], "w") as f:
-    f.write(_md(blocks))
-  with open(paths["html"], "w") as f:
-    f.write(_html(blocks, figures))
-  paths["figures"] = figures
-  paths["notes"] = w["notes"]
-  return paths
+  paths = workdir_lib.report_paths(workdir)
+  workdir_lib.atomic_write(paths["md"], _md(blocks))
+  workdir_lib.atomic_write(paths["html"], _html(blocks, figures))
+  return dict(paths, figures=figures, notes=w["notes"])

@@ -5,8 +5,11 @@ Everything the laws need is in this table; the laws never read checkpoints. Sche
   run_id, phase ('base' | 'cpt'), size_name, n_params, n_params_nonemb, domain, ratio, step,
   tokens_seen (tokens of this phase seen so far; for CPT runs: CPT tokens, 0 = the base model),
   split ('train' | 'validation'), general_loss, domain_loss (NaN where a source had no tokens),
-  lr, wallclock (seconds of training in this run, summed over resumptions), cpt_seed (the CPT
-  data-order seed; 0 for base runs and in tables written before seeds existed).
+  lr (the schedule's learning rate of the update that led to this step, train and validation
+  rows alike), wallclock (seconds of training in this run, summed over resumptions), cpt_seed
+  (the CPT data-order seed; 0 for base runs and in tables written before seeds existed),
+  warmup_steps (the run's linear-warmup length in steps, from its schedule; None in tables
+  written before the column existed).
 
 Writing appends and fsyncs each block of lines, so a kill -9 loses at most the lines being
 written. A resumed run first drops its own rows after the checkpoint it resumes from
@@ -20,17 +23,20 @@ import math
 import os
 from typing import Iterable, Mapping
 
+from mixlaw import workdir as workdir_lib
+
 COLUMNS = (
     "run_id", "phase", "size_name", "n_params", "n_params_nonemb", "domain", "ratio", "step",
     "tokens_seen", "split", "general_loss", "domain_loss", "lr", "wallclock", "cpt_seed",
+    "warmup_steps",
 )
 KEY = ("run_id", "step", "split")
-DEFAULTS = {"cpt_seed": 0}  # Columns a row may omit (tables written before they existed).
-FILENAME = "results.jsonl"
+# Columns a row may omit (tables written before they existed).
+DEFAULTS = {"cpt_seed": 0, "warmup_steps": None}
 
 
 def table_path(workdir: str) -> str:
-  return os.path.join(workdir, FILENAME)
+  return workdir_lib.results_path(workdir)
 
 
 def _encode(row: Mapping) -> str:
@@ -96,12 +102,7 @@ def truncate_run(workdir: str, run_id: str, after_step: int) -> int:
       else:
         keep.append(line)
   if dropped:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.writelines(keep)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
+    workdir_lib.atomic_write(path, "".join(keep), fsync=True)
   return dropped
 
 

@@ -8,15 +8,13 @@ optimizer, step; the data position is the step: batch = f(seed, step)) and rewri
 it. TensorFlow is never imported here unless `DataConfig.backend = 'seqio'`: training reads the
 token arrays the export stage wrote (`mixlaw data export`).
 
-This module owns the workdir layout (`run_dir`, `group_id`), run ids (`RunSpec.run_id`) and step
-counts (`PhaseConfig.num_steps`, `phase_steps`).
+Its configuration (`DataConfig`, `PhaseConfig`, `MeshConfig`, `RunSpec`) is `mixlaw.config`;
+its paths and run ids are `mixlaw.workdir`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import platform
@@ -37,176 +35,22 @@ from mixlaw import optim
 from mixlaw import results
 from mixlaw import sharding
 from mixlaw import train
-from mixlaw.errors import MixlawError
+from mixlaw import workdir as workdir_lib
+# The configuration, re-exported: run.DataConfig, run.RunSpec, ... name the same classes.
+from mixlaw.config import (DataConfig, MeshConfig, PhaseConfig, RunError, RunSpec,  # noqa: F401
+                           group_id, phase_config, phase_steps, scope_of, single)
 
-GENERAL, DOMAIN = 0, 1
-
-
-class RunError(MixlawError, ValueError):
-  """A run cannot start: bad configuration or missing inputs (nothing was computed)."""
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-  """Which corpora, tokenizer and sequence length; where the data lives; which backend.
-
-  backend: 'arrays' (numpy sampler over the exported token arrays; no TensorFlow) or 'seqio'
-  (batches from the weighted seqio Mixture; needs TensorFlow; the same batches).
-  """
-  data_dir: str = "data"
-  general: str = "general"
-  domain: str = "finance"
-  seq_len: int = 256
-  vocab_name: str = "spm8k"
-  max_validation_rows: int = 64  # Per corpus: the fixed held-out set every run evaluates.
-  arrays_dir: str | None = None  # Exported arrays to train from (TF-free host); default: derived.
-  backend: str = "arrays"
-
-  @property
-  def corpora(self) -> list[str]:
-    return [self.general] + ([self.domain] if self.domain else [])
+GENERAL, DOMAIN = arrays.GENERAL, arrays.DOMAIN
 
 
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class PhaseConfig:
-  """Length and cadence of one phase; bound under the gin scopes `pretrain/` and `cpt/`.
-
-  steps: number of optimizer updates; if 0, derived from tokens_per_param (tokens per
-  non-embedding parameter, the Chinchilla-style budget), clipped to [min_steps, max_steps].
-  """
-  steps: int = 0
-  tokens_per_param: float = 0.0
-  min_steps: int = 1
-  max_steps: int = 1_000_000
-  batch_size: int = 16
-  warmup_frac: float = 0.05  # Linear warmup over this share of the steps (>= 1 step).
-  eval_every: int = 0  # 0: steps // 50 (>= 50 validation points per run), at least 1.
-  checkpoint_every: int = 100
-  keep_checkpoints: int = 2
-
-  def num_steps(self, n_nonemb: int, seq_len: int) -> int:
-    if self.steps > 0:
-      return self.steps
-    if self.tokens_per_param <= 0:
-      raise RunError("PhaseConfig needs steps > 0 or tokens_per_param > 0")
-    n = math.ceil(self.tokens_per_param * n_nonemb / (self.batch_size * seq_len))
-    return int(min(max(n, self.min_steps), self.max_steps))
-
-  def warmup_steps(self, steps: int) -> int:
-    return max(1, round(self.warmup_frac * steps))
-
-  def eval_interval(self, steps: int) -> int:
-    return self.eval_every if self.eval_every > 0 else max(1, steps // 50)
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class MeshConfig:
-  """Device mesh shape (-1: all remaining devices) and multi-host initialisation."""
-  data: int = -1
-  fsdp: int = 1
-  tensor: int = 1
-  num_devices: int = 0  # 0: every device; n: the first n (e.g. one host device per core).
-  distributed: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-  """What distinguishes one run of a sweep.
-
-  seed: the base seed (initialisation and base data order; one base model per size and seed).
-  cpt_seed: the CPT data-order seed; every CPT seed of a size starts from the same base model.
-  """
-  size: str
-  phase: str  # 'base' or 'cpt'
-  ratio: float = 0.0
-  seed: int = 0
-  cpt_seed: int = 0
-
-  @property
-  def run_id(self) -> str:
-    if self.phase == "base":
-      return f"base_{self.size}"
-    return f"cpt_{self.size}_r{self.ratio:.4f}_s{self.cpt_seed}"
-
-  @property
-  def data_seed(self) -> int:
-    """Seed of the data order: the base seed for base runs; for CPT a seed that differs from
-    every base seed, so CPT replays general rows in an order of its own."""
-    return self.seed if self.phase == "base" else 1_000_003 * (1 + self.cpt_seed) + self.seed
-
-  def base(self) -> "RunSpec":
-    return RunSpec(self.size, "base", 0.0, self.seed)
-
-  def validate(self) -> None:
-    try:
-      model_lib.get_config(self.size, vocab_size=1)  # Shape only; the data sets the vocab.
-    except ValueError as e:  # Unknown size: the message lists the known ones.
-      raise RunError(str(e)) from None
-    if self.phase not in ("base", "cpt"):
-      raise RunError(f"phase must be 'base' or 'cpt', got {self.phase!r}")
-    if not (isinstance(self.ratio, (int, float)) and 0.0 <= self.ratio <= 1.0):
-      raise RunError(f"ratio R must be a domain token share in [0, 1], got {self.ratio!r}")
-    if self.phase == "base" and self.ratio != 0.0:
-      raise RunError("base pretraining uses general data only (ratio 0)")
-    if self.seed < 0 or self.cpt_seed < 0:
-      raise RunError(f"seeds must be >= 0, got seed={self.seed}, cpt_seed={self.cpt_seed}")
-
-
-@gin.configurable
-def single(size: str = gin.REQUIRED, phase: str = "base", ratio: float = 0.0, seed: int = 0,
-           cpt_seed: int = 0, base_checkpoint: str | None = None) -> tuple[RunSpec, str | None]:
-  """The run `mixlaw train` executes (bind single.size, single.phase, ... in gin)."""
-  spec = RunSpec(size, phase, float(ratio), seed, cpt_seed)
-  spec.validate()
-  return spec, base_checkpoint
-
-
-def scope_of(phase: str) -> str:
-  return "pretrain" if phase == "base" else "cpt"
-
-
-def phase_config(phase: str) -> PhaseConfig:
-  with gin.config_scope(scope_of(phase)):
-    return PhaseConfig()
-
-
-def phase_steps(spec: RunSpec, data: DataConfig, vocab_size: int) -> int:
-  """Number of optimizer updates of `spec` (the one place step counts are computed)."""
-  cfg = model_lib.get_config(spec.size, vocab_size=vocab_size)
-  return phase_config(spec.phase).num_steps(model_lib.count_params(cfg)["non_embedding"],
-                                            data.seq_len)
-
-
-# ------------------------------------------------------------------------ the workdir layout
-def run_dir(workdir: str, run_id: str) -> str:
-  return os.path.join(workdir, "runs", run_id)
-
-
-def group_id(specs: list[RunSpec]) -> str:
-  """Id of an ensemble: its size and a digest of its members (a new member set, a new group)."""
-  digest = hashlib.sha1(",".join(sorted(s.run_id for s in specs)).encode()).hexdigest()[:10]
-  return f"ens_{specs[0].size}_{digest}"
-
-
-def _checkpoint_dir(workdir: str, specs: list[RunSpec]) -> str:
-  rid = specs[0].run_id if len(specs) == 1 else group_id(specs)
-  return os.path.join(run_dir(workdir, rid), "checkpoints")
-
-
+# ------------------------------------------------------------------------------ status
 def read_status(workdir: str, spec: RunSpec) -> dict:
   """{'state': 'pending' | 'partial' | 'done' | 'failed', 'step': last checkpointed step, ...}."""
-  path = os.path.join(run_dir(workdir, spec.run_id), "run.json")
-  info = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      info = json.load(f)
-    if info.get("state") in ("done", "failed"):
-      return info
+  info = workdir_lib.read_run(workdir, spec.run_id)
+  if info.get("state") in ("done", "failed"):
+    return info
   group = info.get("group")
-  ckpt_dir = os.path.join(run_dir(workdir, group or spec.run_id), "checkpoints")
+  ckpt_dir = workdir_lib.checkpoint_dir(workdir, group or spec.run_id)
   step = checkpoint.latest_step_in(ckpt_dir) if os.path.isdir(ckpt_dir) else None
   if step is None:
     return {"state": "pending", "step": 0}
@@ -215,15 +59,18 @@ def read_status(workdir: str, spec: RunSpec) -> dict:
 
 def resolve_arrays(data: DataConfig) -> str:
   """The exported arrays dir holding the config's corpora (the export stage writes it)."""
-  d = data.arrays_dir or os.path.join(data.data_dir, "arrays", f"{data.vocab_name}_L{data.seq_len}")
-  have = arrays.read_meta(d).get("corpora", {}) if os.path.exists(
-      os.path.join(d, arrays.META_FILE)) else {}
+  d = data.arrays_path()
+  have = arrays.read_meta(d).get("corpora", {})
   missing = [c for c in data.corpora if c not in have]
   if missing:
-    raise RunError(
-        f"no exported token arrays for corpora {missing} at {d}; run `mixlaw data export "
-        f"--corpora {','.join(data.corpora)} --vocab {data.vocab_name} --seq-len {data.seq_len} "
-        f"--data-dir {data.data_dir}` first")
+    raise RunError(f"no exported token arrays for corpora {missing} at {d}; run `mixlaw data "
+                   f"export` with this run's gin files and bindings first")
+  want = data.max_validation_rows
+  short = [c for c in data.corpora if have[c].get("max_validation_rows", want) < want]
+  if short:
+    raise RunError(f"the arrays of {short} at {d} were exported with fewer validation rows than "
+                   f"DataConfig.max_validation_rows = {want}; rerun `mixlaw data export` with "
+                   f"this run's gin files and bindings")
   return d
 
 
@@ -254,13 +101,6 @@ def versions() -> dict:
   }
 
 
-def _write_json(path: str, obj: Any) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, default=str)
-  os.replace(tmp, path)
-
-
 # ------------------------------------------------------------------------------- preparation
 @dataclasses.dataclass
 class Setup:
@@ -279,8 +119,13 @@ class Setup:
   mesh: Any
   optimizer: Any
   schedule: Any
+  lr_S: np.ndarray  # The schedule's learning rate of update s + 1 (every row's lr column).
   base_checkpoint: str | None
   ckpt_dir: str
+
+  def lr(self, step: int) -> float:
+    """The learning rate of the update that led to `step` (step 0: the first update's)."""
+    return float(self.lr_S[max(step - 1, 0)])
 
   @property
   def k(self) -> int:
@@ -328,13 +173,10 @@ def prepare(specs: list[RunSpec], workdir: str, base_checkpoint: str | None = No
     raise RunError("an ensemble holds CPT runs of one size and base seed")
   spec = specs[0]
   data = DataConfig()
-  if data.backend not in ("arrays", "seqio"):
-    raise RunError(f"DataConfig.backend must be 'arrays' or 'seqio', got {data.backend!r}")
   phase = phase_config(spec.phase)
   mesh_cfg = MeshConfig()
   if spec.phase == "cpt":
-    base_checkpoint = base_checkpoint or os.path.join(run_dir(workdir, spec.base().run_id),
-                                                      "checkpoints")
+    base_checkpoint = base_checkpoint or workdir_lib.checkpoint_dir(workdir, spec.base().run_id)
     if checkpoint.latest_step_in(base_checkpoint) is None:
       raise RunError(f"CPT run {spec.run_id} needs the base checkpoint of size {spec.size}, "
                      f"none found at {base_checkpoint} (run the base pretraining first)")
@@ -353,17 +195,26 @@ def prepare(specs: list[RunSpec], workdir: str, base_checkpoint: str | None = No
   steps = phase_steps(spec, data, vocab_size)
   enable_compilation_cache()
   sharding.maybe_initialize_distributed(mesh_cfg.distributed)
+  if mesh_cfg.num_devices > jax.device_count():
+    raise RunError(f"MeshConfig.num_devices = {mesh_cfg.num_devices}, but there are only "
+                   f"{jax.device_count()} devices")
   devices = jax.devices()[:mesh_cfg.num_devices] if mesh_cfg.num_devices else None
   mesh = sharding.make_mesh(mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor, devices)
+  rows_over = mesh.shape["data"] * mesh.shape["fsdp"]
+  if jax.process_count() == 1 and phase.batch_size % rows_over:
+    raise RunError(f"{scope_of(spec.phase)}/PhaseConfig.batch_size = {phase.batch_size} must be a "
+                   f"multiple of the mesh's data x fsdp = {rows_over} devices")
   warmup = phase.warmup_steps(steps)
   with gin.config_scope(scope_of(spec.phase)):
     optimizer, schedule = optim.make_optimizer(total_steps=steps, warmup_steps=warmup)
+  rid = spec.run_id if len(specs) == 1 else group_id(specs)
   return Setup(
       specs=list(specs), data=data, phase=phase, cfg=cfg, counts=model_lib.count_params(cfg),
       steps=steps, warmup_steps=warmup, eval_every=phase.eval_interval(steps), source=source,
       samplers=_samplers(specs, data, phase, source), val_batches=_validation(data, phase, source),
-      mesh=mesh, optimizer=optimizer, schedule=schedule, base_checkpoint=base_checkpoint,
-      ckpt_dir=_checkpoint_dir(workdir, specs))
+      mesh=mesh, optimizer=optimizer, schedule=schedule,
+      lr_S=np.asarray(schedule(np.arange(steps)), np.float64), base_checkpoint=base_checkpoint,
+      ckpt_dir=workdir_lib.checkpoint_dir(workdir, rid))
 
 
 # ------------------------------------------------------------------- the compiled program
@@ -449,12 +300,13 @@ class RunLog:
     self.tokens_per_step = s.phase.batch_size * s.data.seq_len
     self.lead = jax.process_index() == 0
     from tensorboardX import SummaryWriter  # No TensorFlow needed.
-    self.tb = [SummaryWriter(os.path.join(run_dir(workdir, sp.run_id), "tb")) if self.lead
+    self.tb = [SummaryWriter(workdir_lib.tensorboard_dir(workdir, sp.run_id)) if self.lead
                else None for sp in s.specs]
     self.row0 = [{"run_id": sp.run_id, "phase": sp.phase, "size_name": sp.size,
                   "n_params": s.counts["total"], "n_params_nonemb": s.counts["non_embedding"],
                   "domain": s.data.domain or "", "ratio": float(sp.ratio),
-                  "cpt_seed": sp.cpt_seed if sp.phase == "cpt" else 0} for sp in s.specs]
+                  "cpt_seed": sp.cpt_seed if sp.phase == "cpt" else 0,
+                  "warmup_steps": s.warmup_steps} for sp in s.specs]
     self.own_bar = progress is None
     if self.own_bar:
       from tqdm.auto import tqdm
@@ -476,11 +328,7 @@ class RunLog:
         "versions": versions(), "resumed_from": start,
         "group": group_id(s.specs) if s.k > 1 else None, "members": s.k,
     }
-    d = run_dir(self.workdir, spec.run_id)
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "config.gin"), "w") as f:
-      f.write(gin.operative_config_str())
-    _write_json(os.path.join(d, "run.json"), info)
+    workdir_lib.write_run(self.workdir, spec.run_id, info, gin.operative_config_str())
     return info
 
   def _rows(self, rows):
@@ -493,14 +341,13 @@ class RunLog:
           if math.isfinite(v):
             tb.add_scalar(f"{r['split']}/{name}_loss", v, r["step"])
 
-  def _row(self, i, step, split, gen, dom, lr):
+  def _row(self, i, step, split, gen, dom):
     return dict(self.row0[i], step=step, tokens_seen=step * self.tokens_per_step, split=split,
-                general_loss=float(gen), domain_loss=float(dom), lr=float(lr),
+                general_loss=float(gen), domain_loss=float(dom), lr=self.s.lr(step),
                 wallclock=round(self.wallclock, 3))
 
   def validation(self, step: int, losses_Kx2: np.ndarray) -> None:
-    lr = float(self.s.schedule(max(step - 1, 0)))
-    self._rows([self._row(i, step, "validation", *losses_Kx2[i], lr)
+    self._rows([self._row(i, step, "validation", *losses_Kx2[i])
                 for i in range(self.s.k) if self.alive[i]])
 
   def train(self, step: int, members: list[dict]) -> None:
@@ -519,7 +366,7 @@ class RunLog:
       per, cnt = np.asarray(m["loss_per_source"], np.float64), np.asarray(m["tokens_per_source"])
       gen = per[GENERAL] if cnt[GENERAL] > 0 else float("nan")
       dom = per[DOMAIN] if len(cnt) > 1 and cnt[DOMAIN] > 0 else float("nan")
-      rows.append(self._row(i, step, "train", gen, dom, m["lr"]))
+      rows.append(self._row(i, step, "train", gen, dom))
     self._rows(rows)
     if not self.alive.any():
       raise train.NonFiniteLossError(f"every member of {group_id(self.s.specs)} became "
@@ -534,7 +381,7 @@ class RunLog:
     self.info[i].update(state="failed", error=why)
     if step is not None:
       self.info[i]["step"] = step
-    _write_json(os.path.join(run_dir(self.workdir, self.info[i]["run_id"]), "run.json"), self.info[i])
+    workdir_lib.write_run(self.workdir, self.info[i]["run_id"], self.info[i])
     print(f"mixlaw: {self.info[i]['run_id']}: {why}", file=sys.stderr)
 
   def close(self) -> None:
@@ -559,10 +406,7 @@ class RunLog:
           # Per member; an ensemble's summed throughput is this times its live members.
           "train_tokens_per_s": steady / t.step if t.step else 0.0,
       })
-      d = run_dir(self.workdir, info["run_id"])
-      with open(os.path.join(d, "config.gin"), "w") as f:
-        f.write(gin.operative_config_str())
-      _write_json(os.path.join(d, "run.json"), info)
+      workdir_lib.write_run(self.workdir, info["run_id"], info, gin.operative_config_str())
     return self.info
 
 
@@ -674,11 +518,8 @@ def _all_finite(tree) -> jax.Array:
 
 def reset(workdir: str, spec: RunSpec) -> None:
   """Deletes a run's directory, its ensemble's checkpoints and its rows (for --fresh)."""
-  info_path = os.path.join(run_dir(workdir, spec.run_id), "run.json")
-  if os.path.exists(info_path):
-    with open(info_path) as f:
-      group = json.load(f).get("group")
-    if group:
-      shutil.rmtree(run_dir(workdir, group), ignore_errors=True)
-  shutil.rmtree(run_dir(workdir, spec.run_id), ignore_errors=True)
+  group = workdir_lib.read_run(workdir, spec.run_id).get("group")
+  if group:
+    shutil.rmtree(workdir_lib.run_dir(workdir, group), ignore_errors=True)
+  shutil.rmtree(workdir_lib.run_dir(workdir, spec.run_id), ignore_errors=True)
   results.truncate_run(workdir, spec.run_id, -1)

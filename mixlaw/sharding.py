@@ -9,7 +9,13 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from mixlaw.errors import MixlawError
+
 MESH_AXES = ('data', 'fsdp', 'tensor')
+
+
+class MeshError(MixlawError, ValueError):
+  """A mesh shape that the devices do not fit (e.g. a gin binding of MeshConfig)."""
 
 # logical axis -> mesh axes, in priority order within one array.
 LOGICAL_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -29,15 +35,16 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None) -> M
   devices = list(jax.devices() if devices is None else devices)
   shape = [data, fsdp, tensor]
   if shape.count(-1) > 1:
-    raise ValueError(f'at most one mesh axis may be -1, got {shape}')
+    raise MeshError(f'at most one mesh axis may be -1, got {dict(zip(MESH_AXES, shape))}')
   known = int(np.prod([s for s in shape if s != -1]))
   if -1 in shape:
     if known <= 0 or len(devices) % known:
-      raise ValueError(f'{len(devices)} devices do not split into mesh {shape}')
+      raise MeshError(f'{len(devices)} devices do not split into mesh '
+                      f'{dict(zip(MESH_AXES, shape))}')
     shape[shape.index(-1)] = len(devices) // known
   if any(s <= 0 for s in shape) or int(np.prod(shape)) != len(devices):
-    raise ValueError(f'mesh {dict(zip(MESH_AXES, shape))} needs {int(np.prod(shape))} devices, '
-                     f'got {len(devices)}')
+    raise MeshError(f'mesh {dict(zip(MESH_AXES, shape))} needs {int(np.prod(shape))} devices, '
+                    f'got {len(devices)}')
   return jax.make_mesh(tuple(shape), MESH_AXES, axis_types=(AxisType.Auto,) * 3,
                        devices=devices)
 

@@ -8,14 +8,14 @@ from their last checkpoint, and the results table keeps exactly one row per (run
 
 from __future__ import annotations
 
-import json
-import os
 
 import gin
 
+from mixlaw import config
 from mixlaw import ensemble
 from mixlaw import model as model_lib
 from mixlaw import run as run_lib
+from mixlaw import workdir as workdir_lib
 
 
 class Plan(list):
@@ -26,11 +26,11 @@ class Plan(list):
     self.ensemble, self.max_members = bool(ensemble), int(max_members)
     self.base_workdir = base_workdir
 
-  def base_checkpoint(self, spec: run_lib.RunSpec) -> str | None:
+  def base_checkpoint(self, spec: config.RunSpec) -> str | None:
     """Where a CPT run's base model is: another workdir's (base_workdir), else this one's."""
     if spec.phase != "cpt" or not self.base_workdir:
       return None
-    return os.path.join(run_lib.run_dir(self.base_workdir, spec.base().run_id), "checkpoints")
+    return workdir_lib.checkpoint_dir(self.base_workdir, spec.base().run_id)
 
 
 @gin.configurable
@@ -45,31 +45,34 @@ def plan(sizes=gin.REQUIRED, ratios=gin.REQUIRED, seed: int = 0, cpt_seeds=(0,),
   or a second domain on the same bases); no base runs are then planned here.
   """
   if not sizes:
-    raise run_lib.RunError("sweep needs at least one size (plan.sizes)")
+    raise config.RunError("sweep needs at least one size (plan.sizes)")
   if not ratios:
-    raise run_lib.RunError("sweep needs at least one ratio (plan.ratios)")
+    raise config.RunError("sweep needs at least one ratio (plan.ratios)")
   if not cpt_seeds or len(set(cpt_seeds)) != len(cpt_seeds):
-    raise run_lib.RunError(f"plan.cpt_seeds must be distinct and non-empty, got {cpt_seeds}")
+    raise config.RunError(f"plan.cpt_seeds must be distinct and non-empty, got {cpt_seeds}")
   specs = []
   for size in sizes:
     if not base_workdir:
-      specs.append(run_lib.RunSpec(size, "base", 0.0, seed))
-    specs += [run_lib.RunSpec(size, "cpt", float(r), seed, int(c))
+      specs.append(config.RunSpec(size, "base", 0.0, seed))
+    specs += [config.RunSpec(size, "cpt", float(r), seed, int(c))
               for r in ratios for c in cpt_seeds]
   for s in specs:  # Every bad size, ratio or seed is reported before any compute is spent.
     s.validate()
   return Plan(specs, ensemble, max_members, base_workdir)
 
 
-@gin.configurable
-def fit_options(**options) -> dict:
-  """The experiment's fit settings (bind e.g. `fit_options.n_boot = 200` in its gin file),
-  stored in WORKDIR/sweep.json so `mixlaw fit` and `mixlaw report` apply them; what is not
-  bound takes the laws' defaults."""
-  return dict(options)
+def fit_options() -> dict:
+  """The experiment's fit settings: its gin bindings of `FitOptions` (e.g. `FitOptions.n_boot =
+  200` in its gin file; `mixlaw.ginsetup` registers the class). `execute` stores them in
+  WORKDIR/sweep.json, from where `mixlaw fit` and `mixlaw report` apply them; what is not bound
+  takes the laws' defaults."""
+  try:
+    return gin.get_bindings("FitOptions")
+  except ValueError:  # FitOptions not registered: gin was set up without mixlaw.ginsetup.
+    return {}
 
 
-def data_orders(specs: list[run_lib.RunSpec]) -> str:
+def data_orders(specs: list[config.RunSpec]) -> str:
   """'shared' when every CPT run with the same CPT seed reads the same data order whatever its
   size and R (the seeds are then paired across cells and a bootstrap must resample them jointly),
   'independent' when no two (size, R) cells share one."""
@@ -81,7 +84,7 @@ def data_orders(specs: list[run_lib.RunSpec]) -> str:
 
 
 def groups(specs: Plan, workdir: str, vocab_size: int,
-           data: run_lib.DataConfig) -> list[list[run_lib.RunSpec]]:
+           data: config.DataConfig) -> list[list[config.RunSpec]]:
   """Execution units: each base run alone, then its size's unfinished CPT runs, as ensembles of
   at most max_members (memory) when specs.ensemble, else one by one."""
   out = []
@@ -93,7 +96,7 @@ def groups(specs: Plan, workdir: str, vocab_size: int,
       out += [[s] for s in cpt]
       continue
     cfg = model_lib.get_config(size, vocab_size=vocab_size)
-    batch = run_lib.phase_config("cpt").batch_size
+    batch = config.phase_config("cpt").batch_size
     k = ensemble.max_members(cfg, batch, data.seq_len, specs.max_members)
     n_chunks = -(-len(cpt) // k) if cpt else 0
     for i in range(n_chunks):  # Even chunks: K = 7 as 4 + 3, not 6 + 1.
@@ -118,10 +121,9 @@ def execute(workdir: str, *, fresh: bool = False, show_progress: bool = True,
   """Runs every planned run not yet done (phase 'base' or 'cpt': only those); returns their
   summaries."""
   if phase not in ("all", "base", "cpt"):
-    raise run_lib.RunError(f"phase must be 'all', 'base' or 'cpt', got {phase!r}")
+    raise config.RunError(f"phase must be 'all', 'base' or 'cpt', got {phase!r}")
   specs = plan()
-  data = run_lib.DataConfig()
-  os.makedirs(workdir, exist_ok=True)
+  data = config.DataConfig()
   if fresh:
     for s in specs:
       run_lib.reset(workdir, s)
@@ -131,16 +133,16 @@ def execute(workdir: str, *, fresh: bool = False, show_progress: bool = True,
   else:  # Missing arrays or corpora fail here, before training.
     from mixlaw import arrays
     vocab_size = int(arrays.read_meta(run_lib.resolve_arrays(data))["vocab_size"])
-  steps = {s.run_id: run_lib.phase_steps(s, data, vocab_size) for s in specs}
+  steps = {s.run_id: config.phase_steps(s, data, vocab_size) for s in specs}
   units = [g for g in groups(specs, workdir, vocab_size, data)
            if phase == "all" or g[0].phase == phase]
-  with open(os.path.join(workdir, "sweep.json"), "w") as f:
-    json.dump({"runs": [s.run_id for s in specs], "steps": steps,
-               "groups": [[s.run_id for s in g] for g in units],
-               "ensemble": specs.ensemble, "max_members": specs.max_members,
-               "member_loop": ensemble.member_loop() if specs.ensemble else None,
-               "base_workdir": specs.base_workdir, "data_orders": data_orders(specs),
-               "fit_options": fit_options(), "config": gin.config_str()}, f, indent=2)
+  workdir_lib.write_sweep(workdir, {
+      "runs": [s.run_id for s in specs], "steps": steps,
+      "groups": [[s.run_id for s in g] for g in units],
+      "ensemble": specs.ensemble, "max_members": specs.max_members,
+      "member_loop": ensemble.member_loop() if specs.ensemble else None,
+      "base_workdir": specs.base_workdir, "data_orders": data_orders(specs),
+      workdir_lib.FIT_OPTIONS: fit_options(), "config": gin.config_str()})
   todo = [s for g in units for s in g]
   states = {s.run_id: run_lib.read_status(workdir, s) for s in todo}
   done = sum(steps[k] if st["state"] in ("done", "failed") else st.get("step", 0)
@@ -152,7 +154,7 @@ def execute(workdir: str, *, fresh: bool = False, show_progress: bool = True,
   summaries = []
   try:
     for i, g in enumerate(units):
-      name = g[0].run_id if len(g) == 1 else f"{run_lib.group_id(g)} (K={len(g)})"
+      name = g[0].run_id if len(g) == 1 else f"{config.group_id(g)} (K={len(g)})"
       bar.set_description(f"[{i + 1}/{len(units)}] {name}")
       summaries += run_lib.execute_group(g, workdir, base_checkpoint=specs.base_checkpoint(g[0]),
                                          progress=_Scaled(bar, len(g)))

@@ -1,14 +1,17 @@
 """The `mixlaw` command: bad input gets one clear line and exit status 2, nothing computed."""
 
+import dataclasses
 import json
 import os
 import platform
 import sys
 
 import gin
+import numpy as np
 import pytest
 
-from mixlaw import cli
+from mixlaw import arrays, cli
+from mixlaw.laws import FitOptions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,7 +33,12 @@ def _run(capsys, *argv):
     (["fit", "--workdir", "W"], "results.jsonl not found"),
     (["report", "--workdir", "W"], "run a sweep first"),
     (["fit-form", "--form", "nope", "--csv", "x.csv"], "nope"),
-    (["fit", "--workdir", "W", "--gin.x=1"], "gin flags apply to train and sweep"),
+    (["fit-form", "--list", "--gin.x=1"], "gin flags do not apply to fit-form"),
+    (["fit", "--workdir", "W", "--gin.nosuch.x=1"], "No configurable matching 'nosuch'"),
+    (["fit", "--workdir", "W", "--gin.FitOptions.nboot=1"], "nboot"),
+    (["data", "export", "--gin_file=experiments/nope.gin"], "gin file not found"),
+    (["data", "export", "--gin.DataConfig.seq_len=1"], "DataConfig.seq_len must be"),
+    (["corpora", "build", "--gin.DataConfig.backend='tf'"], "DataConfig.backend must be"),
 ])
 def test_bad_input_is_one_clear_line(capsys, tmp_path, argv, message):
   argv = [str(tmp_path / "w") if a == "W" else a for a in argv]
@@ -40,6 +48,64 @@ def test_bad_input_is_one_clear_line(capsys, tmp_path, argv, message):
   assert err.startswith("mixlaw: error:") and message in err
   assert "Traceback" not in err
   assert not os.path.exists(tmp_path / "w" / "runs")  # Nothing was trained.
+
+
+@pytest.fixture(scope="module")
+def arrays_dir(tmp_path_factory):
+  """Tiny exported arrays (two corpora of random rows) for runs that stop before training."""
+  d = tmp_path_factory.mktemp("arrays")
+  rng = np.random.default_rng(0)
+  for name in ("gen", "dom"):
+    os.makedirs(d / name)
+    for split, n in (("train", 64), ("validation", 8)):
+      np.save(arrays.split_path(str(d), name, split), rng.integers(3, 60, (n, 16)).astype(np.int32))
+  (d / arrays.META_FILE).write_text(json.dumps({"vocab_size": 64, "seq_len": 16, "eos_id": 1,
+                                                "corpora": {"gen": {}, "dom": {}}}))
+  return str(d)
+
+
+@pytest.mark.parametrize("binding, message", [
+    # Optimizer values: a one-line OptimError, before any step.
+    ("pretrain/make_optimizer.schedule='linear'", "make_optimizer.schedule must be one of"),
+    ("pretrain/make_optimizer.peak_lr=-0.1", "make_optimizer.peak_lr must be a number > 0"),
+    ("pretrain/make_optimizer.b2=1.5", "b2=1.5"),
+    # Model values: ModelError (reported through the run spec's check).
+    ("get_config.n_heads=5", "not divisible by n_heads=5"),
+    ("get_config.dtype='float33'", "ModelConfig.dtype must be"),
+    ("get_config.n_experts=4", "unknown ModelConfig field"),
+    # Mesh values: MeshError from the mesh, RunError from MeshConfig and the batch split.
+    ("MeshConfig.tensor=3", "devices do not split into mesh"),
+    ("MeshConfig.fsdp=0", "MeshConfig.fsdp must be -1 or an integer >= 1"),
+    ("MeshConfig.num_devices=99", "MeshConfig.num_devices = 99"),
+    ("pretrain/PhaseConfig.batch_size=3", "must be a multiple of the mesh's data x fsdp"),
+    # Phase values.
+    ("pretrain/PhaseConfig.warmup_frac=1.5", "PhaseConfig.warmup_frac must lie in [0, 1)"),
+])
+def test_bad_values_are_one_line_errors_before_training(capsys, tmp_path, arrays_dir, binding,
+                                                        message):
+  rc, _, err = _run(capsys, "train", "--workdir", str(tmp_path / "w"),
+                    f"--gin.DataConfig.arrays_dir='{arrays_dir}'", "--gin.DataConfig.seq_len=16",
+                    "--gin.DataConfig.general='gen'", "--gin.DataConfig.domain='dom'",
+                    "--gin.DataConfig.max_validation_rows=8", "--gin.single.size='cpu_2xs'",
+                    "--gin.pretrain/make_optimizer.peak_lr=1e-3",
+                    "--gin.pretrain/PhaseConfig.steps=4", "--gin.pretrain/PhaseConfig.batch_size=4",
+                    "--gin.MeshConfig.num_devices=2", f"--gin.{binding}")
+  assert rc == 2, err
+  assert err.startswith("mixlaw: error:") and message in err, err
+  assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+  assert not os.path.exists(tmp_path / "w" / "runs")  # Nothing was trained.
+
+
+def test_fit_has_a_flag_for_every_fit_option():
+  fit = next(a for a in cli.build_parser()._subparsers._group_actions[0].choices.items()
+             if a[0] == "fit")[1]
+  dests = {a.dest for a in fit._actions}
+  assert {f.name for f in dataclasses.fields(FitOptions)} <= dests
+  args = cli.build_parser().parse_args(
+      ["fit", "--workdir", "W", "--ci-level", "0.9", "--tokens_per_unit", "auto", "--n-boot", "7",
+       "--surface", "false", "--domain", "finance", "--tokens-per-unit", "2e8"])
+  assert (args.ci_level, args.tokens_per_unit, args.n_boot, args.surface, args.domain,
+          args.eps) == (0.9, 2e8, 7, False, "finance", None)
 
 
 def test_fit_form_list_and_csv(capsys, tmp_path):
@@ -64,7 +130,7 @@ def _restarts(monkeypatch, argv, libc=('glibc', '2.36'), explicit=False, **env):
     calls.append((args, environ))
     raise SystemExit(0)
 
-  def stop_before_running():  # main parses arguments after the restart check: run nothing
+  def stop_before_running(**kw):  # main parses arguments after the restart check: run nothing
     raise SystemExit(0)
 
   monkeypatch.setattr(os, 'execve', fake_execve)

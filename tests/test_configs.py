@@ -6,7 +6,7 @@ import os
 import gin
 import pytest
 
-from mixlaw import cli, model, optim, run, sweep
+from mixlaw import ginsetup, model, optim, run, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.gin"), recursive=True)
@@ -14,9 +14,9 @@ GIN_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.gin"), recur
 EXPERIMENTS = [f for f in GIN_FILES if "/experiments/" in f]
 
 
-def _parse(path):
+def _parse(path, bindings=()):
   gin.clear_config()
-  cli._gin_setup([os.path.relpath(path, ROOT) if os.getcwd() == ROOT else path], [])
+  ginsetup.setup([os.path.relpath(path, ROOT) if os.getcwd() == ROOT else path], list(bindings))
 
 
 @pytest.mark.parametrize("path", GIN_FILES, ids=lambda p: os.path.relpath(p, ROOT))
@@ -74,9 +74,13 @@ def test_default_eval_cadence_gives_50_validation_points():
     assert steps // run.PhaseConfig(steps=steps).eval_interval(steps) >= 50
 
 
-@pytest.mark.parametrize("name", ["paper_finance.gin", "paper_academic.gin"])
-def test_paper_experiments_match_the_paper(name):
-  _parse(os.path.join(ROOT, "experiments", name))
+@pytest.mark.parametrize("domain", [None, "science"])
+def test_paper_experiments_match_the_paper(domain):
+  """experiments/paper.gin: Finance as is, Academic papers with the documented domain binding."""
+  _parse(os.path.join(ROOT, "experiments", "paper.gin"),
+         [f"DataConfig.domain = '{domain}'"] if domain else [])
+  assert run.DataConfig().domain == (domain or "finance")
+  assert sweep.fit_options()["tokens_per_unit"] == 2e8
   specs = sweep.plan()
   assert {s.size for s in specs} == {"paper_460m", "paper_940m", "paper_1.6b", "paper_3.1b"}
   ratios = sorted({s.ratio for s in specs if s.phase == "cpt"})
@@ -88,3 +92,18 @@ def test_paper_experiments_match_the_paper(name):
   assert float(schedule(9_999)) == pytest.approx(3e-5)
   with gin.config_scope("pretrain"):
     assert run.PhaseConfig().steps == 100_000
+
+
+@pytest.mark.parametrize("domain", [None, "science"])
+def test_cpu_ladder_takes_its_domain_from_one_binding(domain):
+  _parse(os.path.join(ROOT, "experiments", "cpu_ladder.gin"),
+         [f"DataConfig.domain = '{domain}'"] if domain else [])
+  data = run.DataConfig()
+  assert (data.general, data.domain, data.vocab_name) == ("general", domain or "finance", "spm4k")
+  assert {s.size for s in sweep.plan()} == {"cpu_xs", "cpu_s", "cpu_m", "cpu_l"}
+
+
+def test_experiments_store_their_fit_options_as_gin_bindings():
+  _parse(os.path.join(ROOT, "experiments", "demo_quick.gin"))
+  assert sweep.fit_options() == {"n_boot": 20, "budget_fractions": (0.5, 1.0),
+                                 "lfo_fractions": (0.5,)}

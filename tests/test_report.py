@@ -47,16 +47,19 @@ def _cli(capsys, *argv):
 
 @pytest.fixture(scope='module')
 def fitted(workdir):
-  # Explicit flags override sweep.json; unset ones (None) leave its settings and the defaults.
+  # A flag beats a gin binding (seed), a gin binding beats sweep.json (smooth_k 4, n_boot 30 as
+  # sweep.json's), sweep.json beats the default; unset ones leave sweep.json and the defaults.
   gin.clear_config()
-  assert cli.main(['fit', '--workdir', str(workdir), '--seed', '3']) == 0
+  assert cli.main(['fit', '--workdir', str(workdir), '--seed', '3', '--gin.FitOptions.seed=7',
+                   '--gin.FitOptions.smooth_k=4']) == 0
   return json.loads((workdir / 'fits.json').read_text())
 
 
 def test_fit_applies_the_experiments_settings(fitted):
   o = fitted['options']
-  assert (o['n_boot'], o['surface'], o['seed'], o['eps']) == (30, False, 3, 0.05)
-  assert o['source'] == {'n_boot': 'sweep.json', 'surface': 'sweep.json', 'seed': 'argument'}
+  assert (o['n_boot'], o['surface'], o['seed'], o['smooth_k'], o['eps']) == (30, False, 3, 4, 0.05)
+  assert o['source'] == {'n_boot': 'sweep.json', 'surface': 'sweep.json', 'seed': 'flag',
+                         'smooth_k': 'gin'}
 
 
 def test_fit_prints_n_ok_model_free_and_lambda(workdir, fitted, capsys):
@@ -89,6 +92,9 @@ def test_report_says_what_the_fits_say(fitted, reported):
     assert t['trend'] in md and t['verdict'] in ('holds', 'fails', 'undecided')
   assert 'Condition A alone decides' in md and 'interpolation' in md.lower()
   assert 'Note:' not in md  # fits.json has the experiment's settings
+  # Where each setting came from, as fits.json records it.
+  assert ('settings from command-line flags: seed; gin bindings: smooth_k; sweep.json '
+          'fit_options: n_boot, surface' in md)
 
 
 def test_figures_are_numbered_in_reading_order_and_html_is_self_contained(workdir, reported):
@@ -127,3 +133,93 @@ def test_bad_fit_options_are_one_line_errors(workdir, capsys, tmp_path):
   (tmp_path / 'sweep.json').unlink()
   rc, _, err = _cli(capsys, 'fit', '--workdir', str(tmp_path), '--eps', '-1')
   assert rc == 2 and 'eps' in err and not (tmp_path / 'fits.json').exists()
+
+
+# --------------------------------------------- a report regenerated from a real (tiny) sweep
+
+SEQ = 32
+REPORT_HEADINGS = (  # Every section of report.SECTIONS, in order.
+    '# mixlaw report: critical mixture ratio for dom CPT', '## The answer: CMR per model size',
+    '## What this sweep can and cannot show', '### Gates / design checks', '## What was trained',
+    '## Evidence', '### Across sizes: the ratio-size-steps surface', '## Reproduce')
+
+
+@pytest.fixture(scope='module')
+def swept(tmp_path_factory):
+  """A tiny sweep trained by mixlaw (2 sizes x R in {0, 0.5, 1} x 2 CPT seeds, a few steps) on
+  exported-style arrays of synthetic documents, whose meta.json says what the corpora are."""
+  from mixlaw import arrays, sweep
+  root = tmp_path_factory.mktemp('swept')
+  data, work = root / 'arrays', root / 'w'
+  rng = np.random.default_rng(0)
+  meta = {'format': 'mixlaw-packed-v1', 'vocab_name': 'spm1k', 'vocab_size': 64,
+          'seq_len': SEQ, 'eos_id': 1, 'pad_id': 0, 'corpora': {}}
+  for name, shift in (('gen', 0), ('dom', 1)):
+    os.makedirs(data / name)
+    for split, n in (('train', 256), ('validation', 8)):
+      docs = (rng.integers(3, 32, size=(n, SEQ)) * 2 + shift).astype(np.int32)
+      docs[:, ::9] = 1  # eos: documents of 8 tokens
+      np.save(arrays.split_path(str(data), name, split), docs)
+    meta['corpora'][name] = {
+        'docs': {'train': 256 * 4, 'validation': 32}, 'tokens': {'train': 256 * SEQ,
+                                                                 'validation': 8 * SEQ},
+        'bytes': {'train': 40_000, 'validation': 1_200}, 'bytes_per_token': 4.5,
+        'language_shares': {'en': 1.0}, 'rows': {'train': 256, 'validation': 8},
+        'max_validation_rows': 8}
+  (data / arrays.META_FILE).write_text(json.dumps(meta))
+  gin.clear_config()
+  gin.parse_config_files_and_bindings([], [
+      f"DataConfig.arrays_dir = '{data}'", f'DataConfig.seq_len = {SEQ}',
+      "DataConfig.general = 'gen'", "DataConfig.domain = 'dom'",
+      'DataConfig.max_validation_rows = 8', "plan.sizes = ['cpu_2xs', 'cpu_xs']",
+      'plan.ratios = [0.0, 0.5, 1.0]', 'plan.cpt_seeds = [0, 1]',
+      'pretrain/make_optimizer.peak_lr = 3e-3', 'cpt/make_optimizer.peak_lr = 3e-3',
+      "cpt/make_optimizer.schedule = 'constant'", 'pretrain/PhaseConfig.steps = 12',
+      'cpt/PhaseConfig.steps = 16', 'pretrain/PhaseConfig.batch_size = 8',
+      'cpt/PhaseConfig.batch_size = 8', 'pretrain/PhaseConfig.eval_every = 4',
+      'cpt/PhaseConfig.eval_every = 2', 'pretrain/PhaseConfig.checkpoint_every = 12',
+      'cpt/PhaseConfig.checkpoint_every = 16', 'MeshConfig.num_devices = 2'],
+      finalize_config=False)
+  sweep.execute(str(work), show_progress=False)
+  gin.clear_config()
+  # The experiment's settings reach the fit through sweep.json (as the demo's do).
+  stored = json.loads((work / 'sweep.json').read_text())
+  (work / 'sweep.json').write_text(json.dumps(
+      dict(stored, fit_options={'n_boot': 8, 'surface': False})))
+  return work
+
+
+@pytest.fixture(scope='module')
+def swept_report(swept):
+  gin.clear_config()
+  assert cli.main(['fit', '--workdir', str(swept), '--ci-level', '0.9']) == 0
+  gin.clear_config()
+  assert cli.main(['report', '--workdir', str(swept)]) == 0
+  return (swept / 'report.md').read_text()
+
+
+@pytest.mark.slow
+def test_report_of_a_sweep_has_every_section_and_the_corpora(swept, swept_report):
+  md = swept_report
+  at = [md.find(h + '\n') for h in REPORT_HEADINGS]
+  assert -1 not in at and at == sorted(at), dict(zip(REPORT_HEADINGS, at))
+  assert len(report.SECTIONS) == 7
+  # The corpora table, from the arrays the runs trained on (run.json's data_source).
+  assert '**Corpora**' in md and 'tokenizer `spm1k` (64 pieces)' in md
+  for name in ('gen', 'dom'):
+    assert re.search(rf'^\| {name} \| 1[,.]?0?\d* \|', md, flags=re.M), name
+  assert '**Models and runs**' in md and '| cpu_2xs | 48 | 1 |' in md
+  numbers = [int(n) for n in re.findall(r'^\*Figure (\d+)\.', md, flags=re.M)]
+  assert numbers == list(range(1, len(report.FIGURES) + 1))
+  fits = json.loads((swept / 'fits.json').read_text())
+  assert fits['options']['source'] == {'ci_level': 'flag', 'n_boot': 'sweep.json',
+                                       'surface': 'sweep.json'}
+  assert 'settings from command-line flags: ci_level; gin bindings: none; sweep.json ' \
+         'fit_options: n_boot, surface' in md
+
+
+@pytest.mark.slow
+def test_report_captions_follow_ci_level(swept_report):
+  assert '90%' in swept_report and '95%' not in swept_report
+  captions = re.findall(r'^\*Figure \d+\. (.*)\*$', swept_report, flags=re.M)
+  assert sum('90% interval' in c or '90% band' in c for c in captions) >= 3, captions
