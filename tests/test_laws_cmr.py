@@ -13,6 +13,9 @@ from mixlaw.laws import table as table_lib
 SIZES = dict(synth.PAPER_SIZES)  # four sizes: leave-one-size-out needs >= 4.
 RATIOS = (0.125, 0.25, 0.5, 0.75, 1.0)
 LAM = 1000.0
+# Four budgets (each a refit of the evals up to it): the CMR law needs four points.
+FIXTURE = dict(n_boot=8, seed=0, budget_fractions=(0.25, 0.5, 0.75, 1.0), lfo_fractions=(0.5,))
+FAST = dict(budget_fractions=(1.0,), lfo_fractions=())  # the full fit only
 
 
 @pytest.fixture(scope='module')
@@ -22,7 +25,7 @@ def table():
 
 @pytest.fixture(scope='module')
 def fits(table):
-  return L.fit_table(table, n_boot=8, seed=0)
+  return L.fit_table(table, **FIXTURE)
 
 
 def test_fits_are_json_with_the_documented_top_level(fits, table):
@@ -30,8 +33,9 @@ def test_fits_are_json_with_the_documented_top_level(fits, table):
   assert json.loads(text) == fits
   assert set(fits) == {'schema_version', 'options', 'forms', 'sizes', 'curves', 'final',
                        'ratio_law', 'ratio_heldout', 'feasibility', 'cmr', 'cmr_series',
-                       'cmr_law', 'surface', 'trends', 'gates'}
-  assert fits['schema_version'] == L.SCHEMA_VERSION == 2
+                       'cmr_law', 'surface', 'trends', 'gates', 'leave_future_out',
+                       'decisions'}
+  assert fits['schema_version'] == L.SCHEMA_VERSION == 3
   o = fits['options']
   assert set(L.FitOptions().to_dict()) <= set(o)  # every setting is recorded
   assert (o['eps'], o['lam'], o['tokens_per_unit'], o['n_boot']) == (0.05, LAM, 0.2e9, 8)
@@ -97,8 +101,9 @@ def test_feasibility_matches_the_true_critical_points(fits):
 def test_cmr_series_and_cmr_law(fits):
   for s, law in zip(fits['cmr_series'], fits['cmr_law']):
     n = SIZES[s['size']]
+    assert s['no_future_data'] and s['T'] == pytest.approx([25.0, 50.0, 75.0, 100.0])
     vals = [(t, c) for t, c, z in zip(s['T'], s['cmr'], s['censored']) if z is None]
-    assert len(vals) >= 20
+    assert len(vals) >= 3
     for t, c in vals:
       assert c == pytest.approx(synth.true_cmr(n, t, LAM), abs=0.03), (s['size'], t)
     for c, lo, hi in zip(s['cmr'], s['lo'], s['hi']):
@@ -189,7 +194,7 @@ def test_write_fits_reads_through_results_and_keeps_the_last_row(tmp_path, table
   rows = _write(tmp_path, table)
   stale = [dict(r, domain_loss=r['domain_loss'] + 1.0) for r in rows[::7]]
   _write(tmp_path, table, stale)
-  out = L.write_fits(str(tmp_path), n_boot=8, seed=0)
+  out = L.write_fits(str(tmp_path), **FIXTURE)
   on_disk = json.loads((tmp_path / 'fits.json').read_text())
   assert on_disk == out
   assert out['curves'] == json.loads(json.dumps(fits))['curves']  # stale rows dropped; seeded
@@ -202,11 +207,12 @@ def test_write_fits_applies_the_sweeps_fit_options(tmp_path, table):
   _write(tmp_path, one)
   (tmp_path / 'sweep.json').write_text(json.dumps(
       {'fit_options': {'tokens_per_unit': 1e8, 'eps': 0.04, 'n_boot': 0}}))
-  out = L.write_fits(str(tmp_path), eps=None, lam=2000.0)  # None: not given
+  out = L.write_fits(str(tmp_path), eps=None, lam=2000.0, **FAST)  # None: not given
   o = out['options']
   assert (o['tokens_per_unit'], o['eps'], o['lam'], o['n_boot']) == (1e8, 0.04, 2000.0, 0)
   assert o['source'] == {'tokens_per_unit': 'sweep.json', 'eps': 'sweep.json',
-                         'n_boot': 'sweep.json', 'lam': 'argument'}
+                         'n_boot': 'sweep.json', 'lam': 'argument',
+                         'budget_fractions': 'argument', 'lfo_fractions': 'argument'}
   assert out['sizes'][0]['T_max'] == pytest.approx(200.0)  # 2e10 tokens / 1e8
   (tmp_path / 'sweep.json').write_text(json.dumps({'fit_options': {'n_bootstrap': 3}}))
   with pytest.raises(L.FitError, match='unknown fit option'):
@@ -225,7 +231,7 @@ def test_seeds_and_warmup(tmp_path):
   assert all(r.t_N.size == 28 and r.n_warmup == 2 and r.warmup_step == 250 for r in c.runs)
   assert table_lib.load(t, L.FitOptions(warmup_steps=0)).sizes[0].curves[0].runs[0].t_N.size == 30
   # n_boot 30: bootstrap shapes shared with the module's fixture (one compilation).
-  out = L.fit_table(t, n_boot=30, surface=False)
+  out = L.fit_table(t, n_boot=30, surface=False, **FAST)
   assert out['sizes'][0]['seeds_per_ratio'] == [2, 2, 2]
   assert out['sizes'][0]['warmup_step'] == 250 and out['sizes'][0]['warmup_evals_dropped'] == 12
   for c in out['cmr']:
@@ -286,7 +292,7 @@ def test_bad_tables_are_fit_errors(table):
 
 def test_one_size_without_bootstrap(table):
   one = {k: np.asarray(v)[np.asarray(table['size_name']) == '460M'] for k, v in table.items()}
-  out = L.fit_table(one, n_boot=0)
+  out = L.fit_table(one, n_boot=0, **FAST)
   json.dumps(out, allow_nan=False)
   assert out['surface']['reason'] and 'general' not in out['surface']
   (c,) = out['cmr']

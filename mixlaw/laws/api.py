@@ -20,17 +20,19 @@ from mixlaw import results
 from mixlaw.laws import bootstrap
 from mixlaw.laws import checks
 from mixlaw.laws import cmr as cmr_lib
+from mixlaw.laws import decisions
 from mixlaw.laws import fit as fit_lib
+from mixlaw.laws import budgets as budgets_lib
 from mixlaw.laws import forms as forms_lib
+from mixlaw.laws import modelfree
 from mixlaw.laws import noise
 from mixlaw.laws import surface as surface_lib
 from mixlaw.laws import table as table_lib
 from mixlaw.laws.options import FitError, FitOptions, LAM_RANGE
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 log = logging.getLogger(__name__)
 N_GRID = 64  # points of every fitted-curve evaluation grid in fits.json.
-N_MODEL_FREE = 4000  # Monte Carlo draws of the model-free CMR's interval.
 WHICH = ('general', 'domain')
 
 
@@ -96,6 +98,7 @@ class Eq6:
   fitted: dict
   run_fitted: dict  # each run's own fit at its points (= fitted with one run).
   flags: dict  # which -> [[reason, ...] per curve]
+  turn_C: np.ndarray  # the general evals rise then fall (turns()): never one term there.
 
 
 def _one_term_as_eq6(p_xP):
@@ -112,13 +115,16 @@ def _aicc(sse, n, k, rho):
     return n_eff * np.log(np.maximum(sse, 1e-300) / n) + 2 * k + 2 * k * (k + 1) / (n_eff - k - 1)
 
 
-def _select(r2, r1, n_C, rho_C, terms):
-  """Two terms or one per curve: as options.general_terms says, or with 'auto' two only where
-  the data support them over the one-term case: lower AICc. Where one failed, the other."""
+def _select(r2, r1, n_C, rho_C, terms, turn_C=None):
+  """Two terms or one per curve: as options.general_terms says, or with 'auto' two where the
+  evals turn (turn_C: the monotone one-term law cannot represent them) or where the data
+  support them over the one-term case (lower AICc). Where one failed, the other."""
   ok2 = np.all(np.isfinite(r2.params_CxP), axis=1)
   ok1 = np.all(np.isfinite(r1.params_CxP), axis=1)
   if terms == 'auto':
     two = _aicc(r2.mse_C * n_C, n_C, 5, rho_C) < _aicc(r1.mse_C * n_C, n_C, 3, rho_C)
+    if turn_C is not None:
+      two = two | turn_C
   else:
     two = np.full(n_C.shape, terms == 2)
   return np.where(ok1 & ok2, two, ok2)
@@ -142,6 +148,25 @@ def _flags(res, i, form, y_N, fitted_grid, sigma):
   if not res.converged_C[i]:
     out.append('not converged (tight tolerance not met)')
   return out
+
+
+def turns(curve, sigma: float, rho: float, z: float, n_windows: int = 6):
+  """(turns, fall, se): the curve's evals rise then fall. Each run's evals are cut into
+  n_windows consecutive windows; window means are averaged over runs; the evals turn when the
+  highest window is not the last and the fall from it to the last window exceeds z standard
+  errors (eval noise sigma with AR(1) correlation rho; the max of noisy means is biased up, so
+  this errs towards 'turns', i.e. towards the form that can turn)."""
+  m = min(run.t_N.size for run in curve.runs)
+  w = max(2, min(n_windows, m // 2))
+  if m < 4 or not np.isfinite(sigma):
+    return False, float('nan'), float('nan')
+  means = np.mean([[v.mean() for v in np.array_split(run.gen_N[-m:], w)]
+                   for run in curve.runs], axis=0)
+  k = m // w
+  se_w = sigma * math.sqrt(noise.ar_factor(rho, k) / k / len(curve.runs))
+  top = int(np.argmax(means))
+  fall, se = float(means[top] - means[-1]), math.sqrt(2.0) * se_w
+  return bool(top < w - 1 and fall > z * se), fall, se
 
 
 def _size_rho(data, i, resid, n_params) -> float:
@@ -181,8 +206,10 @@ def fit_eq6(data: Data, opts: FitOptions) -> Eq6:
            fitted['domain']}
   rho_S = np.array([_size_rho(data, i, resid, dict(general=gp, domain=3))
                     for i in range(len(sweep.sizes))])
+  turn = np.array([turns(c, eq6_sigma, float(rho_S[data.size_of[j]]), opts.turn_z)[0]
+                   for j, (c, eq6_sigma) in enumerate(zip(data.curves, sigma['general']))])
   two = _select(res['general2'], res['general1'], w.sum(axis=1), rho_S[data.size_of],
-                opts.general_terms)
+                opts.general_terms, turn)
   params = {'general': np.where(two[:, None], res['general2'].params_CxP,
                                 _one_term_as_eq6(res['general1'].params_CxP)),
             'domain': res['domain'].params_CxP}
@@ -203,7 +230,7 @@ def fit_eq6(data: Data, opts: FitOptions) -> Eq6:
       y = getattr(c, 'gen_N' if k == 'general' else 'dom_N')
       flags[k].append(_flags(res[key], j, forms_lib.get_form(form), y,
                              cmr_lib.eq6_at(k, params[k][j], grid), sigma[k][j]))
-  return Eq6(params, two, res, sigma, delta, rho_S, block, fit_vals, run_vals, flags)
+  return Eq6(params, two, res, sigma, delta, rho_S, block, fit_vals, run_vals, flags, turn)
 
 
 def _run_fits(data, res, two, delta, fit_vals) -> dict:
@@ -262,20 +289,52 @@ class Boot:
   n_boot: int
 
 
-def replicate(data: Data, eq6: Eq6, opts: FitOptions) -> Boot:
+def multiplicities(sweep, n_boot: int, seed: int, shared: bool) -> list:
+  """Per curve, B x runs multiplicities of whole runs for the bootstrap. shared: one draw of
+  the seed labels per replicate, applied to every (size, R) (data orders shared across cells,
+  so the seeds are paired); a curve that draws none of its labels is drawn on its own."""
+  rng = np.random.default_rng([seed, 7])
+  curves = [c for _, c in sweep.curves()]
+  labels = sorted({r.seed for c in curves for r in c.runs})
+  joint = np.stack([np.bincount(rng.integers(0, len(labels), len(labels)),
+                                minlength=len(labels)) for _ in range(n_boot)]) if n_boot else None
+  out = []
+  for c in curves:
+    k = len(c.runs)
+    own = np.stack([np.bincount(rng.integers(0, k, k), minlength=k) for _ in range(n_boot)])
+    if shared and k >= 2:
+      m = joint[:, [labels.index(r.seed) for r in c.runs]]
+      m = np.where(m.sum(axis=1, keepdims=True) > 0, m, own)
+    else:
+      m = own
+    out.append(m if k >= 2 else np.ones((n_boot, k), int))
+  return out
+
+
+def shared_orders(sweep, option: str) -> bool:
+  """Whether the seeds are paired across (size, R): the option, or with 'auto' whether every
+  curve has the same seed labels (a sweep with data seed = f(CPT seed) only)."""
+  if option != 'auto':
+    return option == 'shared'
+  sets = {tuple(sorted(r.seed for r in c.runs)) for _, c in sweep.curves()}
+  return len(sets) == 1 and len(next(iter(sets))) >= 2
+
+
+def replicate(data: Data, eq6: Eq6, opts: FitOptions, n_boot: int | None = None,
+              mult: list | None = None) -> Boot:
   """Two-stage bootstrap (bootstrap.py): resample runs, redraw each run's residuals as serially
   correlated noise; refit Eq. 6 on every replicate, warm-started at the point fit (with
   general_terms 'auto' both general variants, reselected per replicate)."""
   c = len(data.curves)
   params = {k: eq6.params[k][None] for k in WHICH}
   two = eq6.two_term_C[None]
-  if not opts.n_boot:
+  b = opts.n_boot if n_boot is None else n_boot
+  if not b:
     return Boot(params, np.ones((1, c), bool), two, 0)
-  b = opts.n_boot
   reps = bootstrap.draw(data.run_CxN, data.w_CxN, eq6.fitted, eq6.run_fitted, data.y, b,
                         opts.seed, rho_C=eq6.rho_S[data.size_of],
                         n_params=dict(general=np.where(eq6.two_term_C, 5, 3), domain=3),
-                        blocks_C=eq6.block_C, mode=opts.eval_resampling)
+                        blocks_C=eq6.block_C, mode=opts.eval_resampling, mult=mult)
   t = np.broadcast_to(data.t_CxN, (b,) + data.t_CxN.shape).reshape(b * c, -1)
   w = reps.w_BxCxN.reshape(b * c, -1)
   tile = lambda a: np.broadcast_to(a, (b,) + a.shape).reshape((b * c,) + a.shape[1:])
@@ -294,7 +353,7 @@ def replicate(data: Data, eq6: Eq6, opts: FitOptions) -> Boot:
         what='bootstrap curve', polish_iter=fit_lib.POLISH_ITER_BOOT)
   n = w.sum(axis=1)
   sel = _select(out['general2'], out['general1'], n, tile(eq6.rho_S[data.size_of]),
-                opts.general_terms)
+                opts.general_terms, tile(eq6.turn_C))
   gen = np.where(sel[:, None], out['general2'].params_CxP,
                  _one_term_as_eq6(out['general1'].params_CxP))
   dom = out['domain'].params_CxP
@@ -356,7 +415,10 @@ class SizeCMR:
   bad_B: np.ndarray
 
 
-def cmr_stage(data: Data, boot: Boot, e: dict, opts: FitOptions) -> list[SizeCMR]:
+def cmr_stage(data: Data, boot: Boot, e: dict, opts: FitOptions,
+              budgets_of=None) -> list[SizeCMR]:
+  """Definition 2 per size and replicate at the budgets budgets_of(size) (default: a grid
+  over [T_min, T_max])."""
   lams = [float(opts.lam)] + [x for x in LAM_RANGE if x != float(opts.lam)]
   per_size = []
   for i, s in enumerate(data.sweep.sizes):
@@ -368,7 +430,7 @@ def cmr_stage(data: Data, boot: Boot, e: dict, opts: FitOptions) -> list[SizeCMR
     bad = ~boot.ok_BxC[:, idx].all(axis=1)
     fam = {k: np.where(bad.reshape((-1,) + (1,) * (np.ndim(v) - 1)), np.asarray(v)[:1], v)
            for k, v in fam.items()}
-    bud = cmr_lib.budgets(s.t_lo, s.t_max)
+    bud = cmr_lib.budgets(s.t_lo, s.t_max) if budgets_of is None else budgets_of(s)
     out = cmr_lib.family_analysis(fam, lams, opts.eps, s.t_lo, s.t_max, bud)
     out['lams'] = lams
     for k, z in (('cmr_BxJ', 'censor_BxJ'), ('cmr_a_B', 'censor_a_B')):
@@ -380,58 +442,6 @@ def cmr_stage(data: Data, boot: Boot, e: dict, opts: FitOptions) -> list[SizeCMR
 def _ranked(cmr, censor):
   """CMR replicates for percentiles: censored below -> -inf, failed -> NaN."""
   return np.where(censor == 2, bootstrap.BELOW, cmr)
-
-
-# ----------------------------------------------------------------------------- stage: model-free
-
-def _crossing(ratios, m_K, e, eps):
-  """Largest R with m(R) <= eps, m piecewise linear in u = R^e; (R, censor)."""
-  ok = m_K <= eps
-  if ok[-1]:
-    return float(ratios[-1]), 1
-  if not ok.any():
-    return float('nan'), 2
-  k = int(np.flatnonzero(ok)[-1])
-  u0, u1 = ratios[k] ** e, ratios[k + 1] ** e
-  u = u0 + (eps - m_K[k]) / (m_K[k + 1] - m_K[k]) * (u1 - u0)
-  return float(u ** (1 / e)), 0
-
-
-def model_free(data: Data, eq6: Eq6, e: dict, opts: FitOptions) -> list[dict]:
-  """Per size: the smoothed dL_gen at T_max of every ratio (mean of the last k evals per run,
-  standard error across runs or from serial-correlation-aware spread) interpolated in
-  u = R^e_gen; CMR = largest R where it is <= eps (condition A alone, no fitted model);
-  interval by Monte Carlo over the smoothed values' errors."""
-  rng = np.random.default_rng(opts.seed)
-  out = []
-  for i, s in enumerate(data.sweep.sizes):
-    sm = [noise.smoothed([r.t_N for r in c.runs], [r.gen_N for r in c.runs], s.t_max,
-                         opts.smooth_k, eq6.rho_S[i]) for c in s.curves]
-    m = np.array([v[0] for v in sm])
-    se = np.array([v[1] for v in sm])
-    ex = float(e['general'][0, i])
-    cmr, z = _crossing(s.ratios, m, ex, opts.eps)
-    draws = m[None] + np.where(np.isfinite(se), se, 0.0)[None] * rng.standard_normal(
-        (N_MODEL_FREE, m.size))
-    dc = np.array([_crossing(s.ratios, d, ex, opts.eps) for d in draws])
-    lo, hi, _, widened = bootstrap.interval(_ranked(dc[:, 0], dc[:, 1]),
-                                            bootstrap.BELOW if z == 2 else cmr, opts.ci_level)
-    out.append(dict(cmr=cmr, censor=z, lo=lo, hi=hi, widened=widened, values=m, se=se,
-                    n_runs=[v[2] for v in sm], exponent=ex))
-  return out
-
-
-def _disagree(a, a_lo, a_hi, b, b_lo, b_hi):
-  """Two estimates differ by more than their uncertainty: the gap exceeds the root sum of
-  squares of the half-widths facing each other (conservative: they share the data)."""
-  vals = [a, b]
-  if any(v is None or not np.isfinite(v) for v in vals):
-    return False
-  if a >= b:
-    h = math.hypot(a - a_lo, b_hi - b) if np.isfinite(a_lo) and np.isfinite(b_hi) else np.inf
-  else:
-    h = math.hypot(a_hi - a, b - b_lo) if np.isfinite(a_hi) and np.isfinite(b_lo) else np.inf
-  return bool(abs(a - b) > h)
 
 
 # ----------------------------------------------------------------------------- stage: CMR law
@@ -537,29 +547,72 @@ def ratio_tables(data: Data, eq6: Eq6, opts: FitOptions):
 
 # ----------------------------------------------------------------------------- fit_table
 
+@dataclasses.dataclass
+class Analysis:
+  """Every stage of one fit of a sweep (the full one, or one cut at a budget)."""
+  sweep: table_lib.Sweep
+  data: Data
+  eq6: Eq6
+  boot: Boot
+  e: dict
+  per_size: list  # SizeCMR at the sweep's own T_max per size.
+  free: list  # modelfree.at_budget per size at its T_max.
+
+
+def analyse(sweep, opts: FitOptions, n_boot: int, mult_of: dict) -> Analysis:
+  """Eq. 6, bootstrap, exponents, Definition 2 and the model-free CMRs at each size's T_max.
+  mult_of: (size, R) -> B x runs whole-run multiplicities (shared by every cut, so replicate b
+  draws the same seeds at every budget)."""
+  data = prepare(sweep)
+  eq6 = fit_eq6(data, opts)
+  mult = [mult_of[(c.size, c.ratio)][:n_boot] for c in data.curves]
+  boot = replicate(data, eq6, opts, n_boot, mult)
+  e = interp_exponents(data, boot)
+  per_size = cmr_stage(data, boot, e, opts, budgets_of=lambda s: np.array([s.t_max]))
+  rng = np.random.default_rng([opts.seed, 11])
+  free = [modelfree.at_budget(s, s.t_max, float(e['general'][0, i]), float(eq6.rho_S[i]),
+                              opts, rng) for i, s in enumerate(sweep.sizes)]
+  return Analysis(sweep, data, eq6, boot, e, per_size, free)
+
+
 def fit_table(table, options: FitOptions | None = None, **overrides) -> dict:
   """Fits everything in docs/laws.md to a results table; returns the JSON-able fits dict.
 
   table: column -> array mapping (dict, pandas DataFrame) or list of row dicts (results schema).
   options / overrides: FitOptions fields (options.py; None = the default).
+  Stages: load -> for every budget fraction f (1 last): cut the evals at f T_max, analyse
+  (Eq. 6, bootstrap, exponents, Definition 2, model-free) -> the CMR series and CMR laws from
+  those refits -> leave-future-out -> ratio laws -> surface -> checks -> fits.json dict.
   """
   opts = FitOptions.make(options, **overrides)
   clock = _Clock()
   sweep = table_lib.load(table, opts)
-  data = prepare(sweep)
-  eq6 = fit_eq6(data, opts)
-  clock('Eq. 6 fits')
-  boot = replicate(data, eq6, opts)
-  clock('bootstrap refits')
-  e = interp_exponents(data, boot)
-  clock('ratio-law exponents')
-  per_size = cmr_stage(data, boot, e, opts)
-  clock('CMR at every budget')
-  free = model_free(data, eq6, e, opts)
-  laws = cmr_laws(per_size, boot.n_boot)
-  clock('model-free CMR, CMR laws')
+  shared = shared_orders(sweep, opts.data_orders)
+  mults = multiplicities(sweep, opts.n_boot, opts.seed, shared)
+  mult_of = {(c.size, c.ratio): m for (_, c), m in zip(sweep.curves(), mults)}
+  full = analyse(sweep, opts, opts.n_boot, mult_of)
+  clock('full fit')
+  cuts, dropped = {}, {}
+  n_cut = opts.n_boot if opts.budget_boot is None else min(opts.budget_boot, opts.n_boot)
+  for f in opts.budget_fractions:
+    if f >= 1.0:
+      continue
+    sw, dropped[f] = budgets_lib.cut(sweep, f)
+    cuts[f] = analyse(sw, opts, n_cut, mult_of) if sw.sizes else None
+    clock(f'refit at {f:g} T_max')
+  data, eq6, boot, e, per_size = full.data, full.eq6, full.boot, full.e, full.per_size
+  series = _series(full, cuts, dropped, opts)
+  laws = cmr_laws(series['families'], min(opts.n_boot, n_cut))
   ratio_law, heldout = ratio_tables(data, eq6, opts)
-  out = to_json(data, eq6, boot, e, per_size, free, laws, opts)
+  out = to_json(data, eq6, boot, e, per_size, full.free, laws, opts)
+  out['options']['data_orders_used'] = 'shared' if shared else 'independent'
+  out['cmr_series'] = series['rows']
+  out['leave_future_out'] = _lfo_rows(full, cuts, opts)
+  out['decisions'] = [
+      decisions.growth(sweep.sizes, series['families'], series['fractions'], opts),
+      decisions.size_trend(sweep.sizes, per_size, shared, opts),
+      decisions.predictable_in_t(out['leave_future_out'], out['cmr'], opts)]
+  clock('CMR series, laws, leave-future-out')
   out['ratio_law'], out['ratio_heldout'] = ratio_law, heldout
   observed = np.array([np.nan if r['cmr'] is None else r['cmr'] for r in out['cmr']])
   out['surface'] = (surface_lib.fit(sweep, huber_delta=float(np.nanmedian(eq6.delta['general'])),
@@ -570,6 +623,134 @@ def fit_table(table, options: FitOptions | None = None, **overrides) -> dict:
   out['trends'] = checks.trends(out)
   out['gates'] = dataclasses.asdict(checks.gates(sweep, out, opts))
   return out
+
+
+def _interval(rep_B, censor_B, est, censor, level):
+  lo, hi, n_ok, widened = bootstrap.interval(np.where(censor_B == 2, bootstrap.BELOW, rep_B),
+                                             bootstrap.BELOW if censor == 2 else est, level)
+  return num(lo), num(hi), n_ok, widened
+
+
+def _at_size(a: Analysis, name: str):
+  for i, s in enumerate(a.sweep.sizes):
+    if s.name == name:
+      return i
+  return None
+
+
+def _series(full: Analysis, cuts: dict, dropped: dict, opts) -> dict:
+  """Per size, the CMR at every budget from that budget's refit (evals with T <= T_b only):
+  Definition 2 and condition A with intervals, the model-free pair, the R = 0 control's
+  measured dL_gen; and per size the family of replicates the CMR law is fitted to."""
+  rows, families = [], []
+  b_law = None
+  for i, s in enumerate(full.sweep.sizes):
+    pts = []
+    for f in sorted(opts.budget_fractions):
+      a = full if f >= 1.0 else cuts.get(f)
+      j = None if a is None else _at_size(a, s.name)
+      if j is None:
+        pts.append(dict(fraction=f, T=f * s.t_max, reason=dropped.get(f, {}).get(
+            s.name, 'no refit')))
+        continue
+      o, sz, fr = a.per_size[j].out, a.sweep.sizes[j], a.free[j]
+      est, cen = float(o['cmr_BxJ'][0, 0]), int(o['censor_BxJ'][0, 0])
+      p = dict(fraction=f, T=sz.t_max, cmr=num(est), censored=cmr_lib.CENSOR[cen],
+               cmr_condition_A=num(o['cmr_a_B'][0]),
+               censored_condition_A=cmr_lib.CENSOR[int(o['censor_a_B'][0])],
+               lo=None, hi=None, condition_A_lo=None, condition_A_hi=None,
+               n_boot=a.boot.n_boot,
+               model_free_def2=_mf(fr['def2']), model_free_condition_A=_mf(fr['condition_A']),
+               model_free_decides=fr['decides'], reason=None)
+      if a.boot.n_boot:
+        p['lo'], p['hi'], _, _ = _interval(o['cmr_BxJ'][1:, 0], o['censor_BxJ'][1:, 0], est,
+                                           cen, opts.ci_level)
+        p['condition_A_lo'], p['condition_A_hi'], _, _ = _interval(
+            o['cmr_a_B'][1:], o['censor_a_B'][1:], float(o['cmr_a_B'][0]),
+            int(o['censor_a_B'][0]), opts.ci_level)
+      c0 = [k for k, c in enumerate(sz.curves) if c.ratio == 0.0]
+      if c0:
+        m, se = fr['dL_general'][c0[0]], fr['dL_general_se'][c0[0]]
+        p['control_dL_general'], p['control_dL_general_se'] = num(m), num(se)
+      pts.append(p)
+      p['_o'] = (o, a.per_size[j].bad_B)
+    ok = [p for p in pts if '_o' in p]
+    b = min(p['_o'][0]['cmr_BxJ'].shape[0] for p in ok) if ok else 1
+    b_law = b if b_law is None else min(b_law, b)
+    families.append(SizeCMR(
+        np.array([p['T'] for p in ok]) if ok else np.zeros(0),
+        dict(cmr_BxJ=np.stack([p['_o'][0]['cmr_BxJ'][:b, 0] for p in ok], 1) if ok
+             else np.zeros((b, 0)),
+             censor_BxJ=np.stack([p['_o'][0]['censor_BxJ'][:b, 0] for p in ok], 1) if ok
+             else np.zeros((b, 0), int)),
+        np.any(np.stack([p['_o'][1][:b] for p in ok], 1), axis=1) if ok else np.zeros(b, bool)))
+    for p in pts:
+      p.pop('_o', None)
+    rows.append(dict(size=s.name, no_future_data=True, T=[p['T'] for p in pts],
+                     cmr=[p.get('cmr') for p in pts], lo=[p.get('lo') for p in pts],
+                     hi=[p.get('hi') for p in pts],
+                     censored=[p.get('censored') for p in pts], points=pts))
+  b_law = b_law or 1
+  for fam in families:  # one replicate count for every size's law.
+    fam.out = {k: v[:b_law] for k, v in fam.out.items()}
+    fam.bad_B = fam.bad_B[:b_law]
+  fractions = [[p['fraction'] for p in r['points'] if p.get('reason') is None] for r in rows]
+  return dict(rows=rows, families=families, fractions=fractions)
+
+
+def _mf(d):
+  return dict(cmr=num(d['cmr']), censored=cmr_lib.CENSOR[d['censor']], lo=num(d['lo']),
+              hi=num(d['hi']), ci_widened=bool(d['widened']))
+
+
+def _lfo_rows(full: Analysis, cuts: dict, opts) -> list[dict]:
+  """Leave-future-out: each cut's fits predict the full T_max (per size the CMR, Definition 2
+  and condition A; per (size, R) dL_gen and dL_dom), compared with the full data there (the
+  full fit's CMRs; the smoothed measured losses). Errors = predicted - measured."""
+  rows = []
+  for f in opts.lfo_fractions:
+    a = cuts.get(f)
+    if a is None:
+      continue
+    t_full = {s.name: s.t_max for s in full.sweep.sizes}
+    pred = cmr_stage(a.data, a.boot, a.e, opts, budgets_of=lambda s: np.array([t_full[s.name]]))
+    for j, s in enumerate(a.sweep.sizes):
+      i = _at_size(full, s.name)
+      fs, fo, o = full.sweep.sizes[i], full.per_size[i].out, pred[j].out
+      row = dict(size=s.name, fraction=f, T_fit_max=s.t_max, T_max=fs.t_max)
+      for tag, pk, pz, mk, mz in (('', 'cmr_BxJ', 'censor_BxJ', 'cmr_BxJ', 'censor_BxJ'),
+                                  ('_condition_A', 'cmr_a_B', 'censor_a_B', 'cmr_a_B',
+                                   'censor_a_B')):
+        pv = float(np.ravel(o[pk][0])[0])
+        mv = float(np.ravel(fo[mk][0])[0])
+        row[f'cmr{tag}_predicted'], row[f'cmr{tag}_measured'] = num(pv), num(mv)
+        row[f'cmr{tag}_predicted_censored'] = cmr_lib.CENSOR[int(np.ravel(o[pz][0])[0])]
+        row[f'cmr{tag}_measured_censored'] = cmr_lib.CENSOR[int(np.ravel(fo[mz][0])[0])]
+        row[f'cmr{tag}_error'] = num(pv - mv)
+        if a.boot.n_boot:
+          lo, hi, _, _ = _interval(np.ravel(o[pk][1:]) if o[pk].ndim == 1 else o[pk][1:, 0],
+                                   np.ravel(o[pz][1:]) if o[pz].ndim == 1 else o[pz][1:, 0],
+                                   pv, int(np.ravel(o[pz][0])[0]), opts.ci_level)
+          row[f'cmr{tag}_predicted_lo'], row[f'cmr{tag}_predicted_hi'] = lo, hi
+      meas = budgets_lib.measured_at(fs, fs.t_max, opts.smooth_k, float(full.eq6.rho_S[i]))
+      curves = []
+      for k, c in enumerate(s.curves):
+        jc = a.data.of_size(j)[k]
+        cr = dict(ratio=c.ratio)
+        for which in WHICH:
+          pv = float(cmr_lib.eq6_at(which, a.eq6.params[which][jc], fs.t_max))
+          mv, se = meas[which][k]
+          cr[f'dL_{which}_predicted'], cr[f'dL_{which}_measured'] = num(pv), num(mv)
+          cr[f'dL_{which}_measured_se'] = num(se)
+          cr[f'dL_{which}_error'] = num(pv - mv)
+          cr[f'dL_{which}_error_eps'] = num((pv - mv) / opts.eps)
+        cr['flags'] = a.eq6.flags['general'][jc] + a.eq6.flags['domain'][jc]
+        curves.append(cr)
+      row['curves'] = curves
+      errs = np.array([c['dL_general_error'] for c in curves if c['dL_general_error'] is not None])
+      row['dL_general_max_abs_error'] = num(np.max(np.abs(errs))) if errs.size else None
+      rows.append(row)
+  return rows
 
 
 class _Clock:
@@ -587,7 +768,7 @@ class _Clock:
 # ----------------------------------------------------------------------------- stage: to_json
 
 def _options_json(sweep, opts):
-  o = opts.to_dict()
+  o = {k: list(v) if isinstance(v, tuple) else v for k, v in opts.to_dict().items()}
   o.update(tokens_per_unit=sweep.tokens_per_unit, tokens_per_unit_option=opts.tokens_per_unit,
            t_unit=f'T = CPT tokens / {sweep.tokens_per_unit:g}', domain=sweep.domain,
            size_column=sweep.size_column, lam_range=list(LAM_RANGE),
@@ -649,17 +830,6 @@ def to_json(data, eq6, boot, e, per_size, free, laws, opts) -> dict:
           condition_A=bool(dg <= opts.eps), feasible=bool(kind != 2 and dg <= opts.eps)))
   out['cmr'] = [_cmr_row(data, eq6, boot, e, i, per_size[i], free[i], opts)
                 for i in range(len(sweep.sizes))]
-  out['cmr_series'] = []
-  for i, s in enumerate(sweep.sizes):
-    o = per_size[i].out
-    ranked = _ranked(o['cmr_BxJ'], o['censor_BxJ'])
-    est = np.where(o['censor_BxJ'][0] == 2, bootstrap.BELOW, o['cmr_BxJ'][0])
-    lo, hi = (bootstrap.interval_axis(ranked[1:], est, opts.ci_level) if boot.n_boot
-              else (None, None))
-    out['cmr_series'].append(dict(
-        size=s.name, T=nums(per_size[i].budgets), cmr=nums(o['cmr_BxJ'][0]),
-        censored=[cmr_lib.CENSOR[int(z)] for z in o['censor_BxJ'][0]],
-        lo=nums(lo) if boot.n_boot else None, hi=nums(hi) if boot.n_boot else None))
   out['cmr_law'] = [_law_row(s, i, laws, boot.n_boot, opts)
                     for i, s in enumerate(sweep.sizes)]
   return out
@@ -756,23 +926,63 @@ def _cmr_row(data, eq6, boot, e, i, sc, free, opts):
                 key=lambda d: d['lam'])
   a_decides = bool(np.isfinite(est) and np.isfinite(est_a) and abs(est - est_a) < 1e-6
                    or censor == int(o['censor_a_B'][0]) == 2)
-  mf_lo = free['lo'] if np.isfinite(free['lo']) else -np.inf
+  fa, fd = free['condition_A'], free['def2']
+  mf_lo = fa['lo'] if np.isfinite(fa['lo']) else -np.inf
   row.update(
       cmr_condition_A=num(est_a), cmr_condition_A_lo=num(lo_a), cmr_condition_A_hi=num(hi_a),
       censored_condition_A=cmr_lib.CENSOR[int(o['censor_a_B'][0])],
       condition_A_decides=a_decides,
       lam_decides=len({s_['cmr'] for s_ in sens}) > 1,
       lam_sensitivity=sens,
-      model_free=dict(cmr=num(free['cmr']), censored=cmr_lib.CENSOR[free['censor']],
-                      lo=num(free['lo']), hi=num(free['hi']), ci_widened=free['widened'],
-                      dL_general_smooth=nums(free['values']), se=nums(free['se']),
+      decides='A' if a_decides else ('none (every trained ratio feasible)' if censor == 1
+                                     else 'B'),
+      model_free=dict(cmr=num(fa['cmr']), censored=cmr_lib.CENSOR[fa['censor']],
+                      lo=num(fa['lo']), hi=num(fa['hi']), ci_widened=fa['widened'],
+                      dL_general_smooth=nums(free['dL_general']), se=nums(free['dL_general_se']),
                       n_runs=free['n_runs'], k=opts.smooth_k,
-                      disagrees=_disagree(est_a, lo_a if np.isfinite(lo_a) else -np.inf,
-                                          hi_a, free['cmr'], mf_lo, free['hi'])
+                      disagrees=modelfree.disagree(est_a, lo_a if np.isfinite(lo_a) else -np.inf,
+                                                   hi_a, fa['cmr'], mf_lo, fa['hi'])
                       if boot.n_boot else None),
+      model_free_def2=dict(
+          _mf(fd), decides=free['decides'], window=opts.slope_window,
+          slope_general=nums(free['slope_general']), slope_general_se=nums(
+              free['slope_general_se']), slope_domain=nums(free['slope_domain']),
+          g=nums(free['g']), g_se=nums(free['g_se']),
+          feasible_A=[bool(v) for v in free['feasible_A']],
+          feasible_B=[bool(v) for v in free['feasible_B']]),
+      fitted_vs_model_free=_compare_def2(data, i, o, est, row, fd, free, censor, opts),
       interp_exponent_general=float(e['general'][0, i]),
       interp_exponent_domain=float(e['domain'][0, i]), flags=flagged)
   return row
+
+
+def _compare_def2(data, i, o, est, row, fd, free, censor, opts) -> dict:
+  """Whether the fitted and model-free Definition-2 CMRs disagree beyond their uncertainty,
+  and if so why: the trained ratios where the two disagree on condition A or B."""
+  lo = row['lo'] if row.get('lo') is not None else (-np.inf if censor == 2 else est)
+  hi = row['hi'] if row.get('hi') is not None else est
+  e_lo = -np.inf if censor == 2 and row.get('lo') is None else lo
+  mf = fd['cmr'] if fd['censor'] != 2 else float('nan')
+  gone = censor == 2 or fd['censor'] == 2
+  differ = (modelfree.disagree(est, e_lo, hi, fd['cmr'], fd['lo'] if np.isfinite(fd['lo'])
+                               else -np.inf, fd['hi']) if not gone
+            else (censor == 2) != (fd['censor'] == 2))
+  s = data.sweep.sizes[i]
+  why = []
+  for k, r in enumerate(s.ratios):
+    fit_b, mf_b = int(o['kind_K'][k]) != 2, bool(free['feasible_B'][k])
+    fit_a, mf_a = float(o['dgen_K'][k]) <= opts.eps, bool(free['feasible_A'][k])
+    if fit_b != mf_b:
+      why.append(f'R={r:g}: condition B {"holds" if fit_b else "fails"} on the fitted curves, '
+                 f'{"holds" if mf_b else "fails"} on the window slopes (g = '
+                 f'{free["g"][k]:+.3g} +- {free["g_se"][k]:.2g}, fitted g = {float(o["g_K"][k]):+.3g})')
+    if fit_a != mf_a:
+      why.append(f'R={r:g}: condition A {"holds" if fit_a else "fails"} on the fitted curve '
+                 f'(dL_gen {float(o["dgen_K"][k]):+.4f}), {"holds" if mf_a else "fails"} '
+                 f'on the smoothed evals ({free["dL_general"][k]:+.4f})')
+  return dict(disagree=bool(differ), model_free_cmr=num(mf),
+              reason=('; '.join(why) or 'interpolation between the same feasible ratios')
+              if differ else None)
 
 
 def _law_row(s, i, laws, n_boot, opts):
@@ -790,7 +1000,7 @@ def _law_row(s, i, laws, n_boot, opts):
              at_bound=row['at_bound'], n_points=row['n_points'], cmr_at_T_max=num(at_max),
              T_grid=nums(grid), R_fit=nums(forms_lib.evaluate(form, row['params'], T=grid)),
              reason=None, params_lo=None, params_hi=None, cmr_at_T_max_lo=None,
-             cmr_at_T_max_hi=None, n_ok=0)
+             cmr_at_T_max_hi=None, n_ok=0, boot_params=None)
   if n_boot:
     pb = laws.boot_BxSxP[:, i]
     ok = np.isfinite(pb).all(axis=1)
@@ -799,6 +1009,7 @@ def _law_row(s, i, laws, n_boot, opts):
             for p in pb[ok]]
     l2, h2, n2, _ = bootstrap.interval(vals, at_max, opts.ci_level)
     res.update(params_lo=_pdict(form.params, lo), params_hi=_pdict(form.params, hi),
+               boot_params=[nums(p) for p in pb[ok]],
                cmr_at_T_max_lo=num(l2), cmr_at_T_max_hi=num(h2), n_ok=n2)
   return res
 
@@ -806,41 +1017,57 @@ def _law_row(s, i, laws, n_boot, opts):
 # ----------------------------------------------------------------------------- workdir
 
 def read_fit_options(workdir) -> dict:
-  """The experiment's fit settings: WORKDIR/sweep.json["fit_options"] ({} if absent)."""
-  path = os.path.join(workdir, 'sweep.json')
-  if not os.path.exists(path):
-    return {}
+  """The experiment's fit settings: the workdir's sweep.json "fit_options" ({} if absent)."""
+  from mixlaw import workdir as workdir_lib
   try:
-    with open(path) as f:
-      opts = json.load(f).get('fit_options') or {}
-  except (OSError, json.JSONDecodeError) as e:
-    raise FitError(f'{path}: unreadable ({e})') from None
-  if not isinstance(opts, dict):
-    raise FitError(f'{path}: "fit_options" must be an object, got {type(opts).__name__}')
-  return opts
+    return workdir_lib.read_fit_options(workdir)
+  except workdir_lib.WorkdirError as e:
+    raise FitError(str(e)) from None
 
 
-def write_fits(workdir, **options) -> dict:
-  """Reads DIR/results.jsonl (through mixlaw.results), fits with DIR/sweep.json's fit_options
-  overridden by the non-None keyword options, writes DIR/fits.json; returns it."""
-  path = results.table_path(workdir)
+def write_fits(workdir, sources=None, results_csv=None, **options) -> dict:
+  """Reads the workdir's results table (through mixlaw.results), fits with its sweep.json
+  fit_options overridden by the non-None keyword options, writes its fits.json; returns it.
+
+  sources: where each keyword option came from ('flag', 'gin', ...; default 'argument'),
+  recorded with the stored ones ('sweep.json') in fits['options']['source'].
+  results_csv: a CSV of runs trained elsewhere (csvtable.py): it becomes the workdir's results
+  table first (an existing one is replaced). Options other_domain / reference add decisions
+  (e) / (d) (related.py).
+  """
+  from mixlaw import workdir as workdir_lib
+  from mixlaw.laws import csvtable
+  from mixlaw.laws import related
+  path = workdir_lib.results_path(workdir)
+  if results_csv is not None:
+    rows = csvtable.read(results_csv)
+    os.makedirs(workdir, exist_ok=True)
+    if os.path.exists(path):
+      os.remove(path)
+    results.append(workdir, rows)
   if not os.path.exists(path):
-    raise FitError(f'{path} not found: run the sweep first (it writes results.jsonl)')
+    raise FitError(f'{path} not found: run the sweep first (it writes the results table)')
   try:
     rows = results.read_rows(workdir)
   except json.JSONDecodeError as e:
     raise FitError(f'{path}: not a JSON-lines table ({e.msg} at line {e.lineno})') from None
   if not rows:
     raise FitError(f'{path} is empty: the laws need validation rows of CPT runs')
-  stored = read_fit_options(workdir)
+  stored = dict(read_fit_options(workdir))
+  orders = workdir_lib.read_sweep(workdir).get('data_orders')
+  if orders and stored.get('data_orders', 'auto') == 'auto':
+    stored['data_orders'] = orders  # the sweep knows its design.
   given = {k: v for k, v in options.items() if v is not None}
-  fits = fit_table(rows, FitOptions.make(**stored), **given)
-  fits['options']['source'] = {k: ('argument' if k in given else 'sweep.json')
-                               for k in sorted(set(stored) | set(given))}
-  tmp = os.path.join(workdir, 'fits.json.tmp')
-  with open(tmp, 'w') as f:
-    json.dump(fits, f, indent=1, allow_nan=False)
-  os.replace(tmp, os.path.join(workdir, 'fits.json'))
+  opts = FitOptions.make(FitOptions.make(**stored), **given)
+  fits = fit_table(rows, opts)
+  if opts.reference:
+    fits['decisions'].append(related.across_sizes(fits, rows, workdir, opts))
+  if opts.other_domain:
+    fits['decisions'].append(related.domains(fits, workdir, opts))
+  fits['options']['source'] = {
+      k: (sources or {}).get(k, 'argument') if k in given else workdir_lib.SWEEP
+      for k in sorted(set(stored) | set(given))}
+  workdir_lib.write_fits(workdir, fits)
   return fits
 
 

@@ -31,7 +31,8 @@ class Replicates:
 
 
 def draw(run_CxN, w_CxN, pooled_CxN: dict, run_fit_CxN: dict, y_CxN: dict, n_boot: int,
-         seed: int, *, rho_C, n_params: dict, blocks_C=None, mode: str = 'ar1') -> Replicates:
+         seed: int, *, rho_C, n_params: dict, blocks_C=None, mode: str = 'ar1',
+         mult=None) -> Replicates:
   """Replicates of every curve (see the module docstring).
 
   run_CxN: run index of each point (points of a run consecutive and in T order); w_CxN: 1 for
@@ -41,7 +42,9 @@ def draw(run_CxN, w_CxN, pooled_CxN: dict, run_fit_CxN: dict, y_CxN: dict, n_boo
   sqrt(n / (n - 1)) for n runs (a mean over n runs drawn with replacement has (n - 1) / n of
   the spread of a new set of n). rho_C: lag-1 correlation of the eval noise per curve;
   n_params: {loss: fitted parameters per run, one number or one per curve}; blocks_C: block
-  length per curve (mode 'blocks').
+  length per curve (mode 'blocks'). mult: optional per curve a B x runs array of whole-run
+  multiplicities drawn by the caller (e.g. seed indices drawn jointly across curves when data
+  orders are shared); default: drawn here, independently per curve.
   """
   rng = np.random.default_rng(seed)
   c, n = w_CxN.shape
@@ -53,8 +56,9 @@ def draw(run_CxN, w_CxN, pooled_CxN: dict, run_fit_CxN: dict, y_CxN: dict, n_boo
             for r in np.unique(run_CxN[i][w_CxN[i] > 0])]
     if len(runs) >= 2:
       for b in range(n_boot):
-        mult = np.bincount(rng.integers(0, len(runs), len(runs)), minlength=len(runs))
-        for pts, m in zip(runs, mult):
+        mb = (np.bincount(rng.integers(0, len(runs), len(runs)), minlength=len(runs))
+              if mult is None else mult[i][b])
+        for pts, m in zip(runs, mb):
           w[b, i, pts] = m
     for pts in runs:
       m = pts.size

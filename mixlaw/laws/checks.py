@@ -103,7 +103,8 @@ def trends(fits) -> list[dict]:
     verdicts.append(monotone([p[0] for p in pts], [p[1] for p in pts], +1))
     noise += [p[1] for p in pts if math.isfinite(p[1])]
     ev.append(f'{ser["size"]}: {_fmt(pts[0][0])} -> {_fmt(pts[1][0])} ({verdicts[-1]})')
-  out.append(dict(trend='The CMR grows with the CPT budget T (T_max / 2 to T_max)',
+  out.append(dict(trend='The CMR grows with the CPT budget T (T_max / 2 to T_max, each budget '
+                        'refitted from its own evals)',
                   verdict=_combine(verdicts), judged_at='T_max / 2 and T_max',
                   noise=float(np.median(noise)) if noise else None, noise_unit='CMR',
                   noise_what='median bootstrap standard error of a CMR',
@@ -111,7 +112,9 @@ def trends(fits) -> list[dict]:
   cmr = [next(c for c in fits['cmr'] if c['size'] == s) for s in sizes]
   for title, of in (('The CMR grows with model size', lambda c: c),
                     ('The model-free CMR (condition A, smoothed evals) grows with model size',
-                     lambda c: c.get('model_free'))):
+                     lambda c: c.get('model_free')),
+                    ('The model-free Definition-2 CMR (window slopes) grows with model size',
+                     lambda c: c.get('model_free_def2'))):
     rows = [of(c) for c in cmr]
     if any(r is None for r in rows):
       continue

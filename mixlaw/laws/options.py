@@ -42,10 +42,36 @@ class FitOptions:
   # CPT evals at step <= warmup_steps are not fitted: 'auto' = the step at which the run's
   # learning rate first reaches its maximum (read from the table's lr column).
   warmup_steps: int | str = 'auto'
-  # Terms of the general-loss Eq. 6: 2 (the paper's), 1 (its a T^s + b case) or 'auto' (two
-  # where AICc, with the effective sample size under serial correlation, supports them; at the
-  # demo's noise two free terms make the critical point erratic: docs/laws.md, Calibration).
+  # Terms of the general-loss Eq. 6: 2 (the paper's), 1 (its monotone a T^s + b case) or
+  # 'auto': two where the evals turn (turn_z below: a one-term law cannot fall after a rise,
+  # so it is never chosen there) or where AICc, with the effective sample size under serial
+  # correlation, supports them; else one (docs/laws.md, "The general-loss form").
   general_terms: int | str = 'auto'
+  # A curve's evals turn when its smoothed peak lies before T_max and the fall from the peak
+  # to the end exceeds turn_z standard errors.
+  turn_z: float = 2.0
+  # Model-free condition B: slopes over the trailing window (T_b (1 - slope_window), T_b].
+  slope_window: float = 0.25
+  # Budgets T_b = f T_max at which the CMR is refitted from the evals with T <= T_b only
+  # ((1.0,): the full fit only, no series, no leave-future-out; e.g. for calibration runs).
+  budget_fractions: tuple = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+  # Leave-future-out: fit T <= f T_max, predict T_max (each f must be a budget fraction).
+  lfo_fractions: tuple = (0.25, 0.5, 0.75)
+  # Bootstrap replicates of each earlier budget's refit (None: n_boot).
+  budget_boot: int | None = None
+  # CPT data orders: 'shared' (one order per seed index across every size and R: seed indices
+  # are resampled jointly), 'independent' (runs resampled per (size, R)), or 'auto' (the
+  # sweep's sweep.json says; for a bare table, 'shared' when every (size, R) has the same seed
+  # labels).
+  data_orders: str = 'auto'
+  # Pre-registered decisions (decisions.py): z, budget fractions and tolerances.
+  decision_z: float = 2.0
+  growth_fraction: float = 0.25  # CMR(T_max) against CMR(growth_fraction T_max).
+  predict_fraction: float = 0.5  # fit T <= f T_max, predict T_max.
+  tol_cmr: float = 0.06  # predicted - measured CMR.
+  tol_dgen: float = 0.01  # predicted - measured dL_gen at T_max, nats.
+  other_domain: str | None = None  # a workdir (relative to this one) with the other domain.
+  reference: str | None = None  # a workdir (relative) of a shorter experiment, same design.
   # How the bootstrap redraws eval noise within a run: 'ar1' (residuals as AR(1) noise with the
   # estimated serial correlation) or 'blocks' (circular moving blocks; kept as a cross-check:
   # on 25-eval runs it covered 53% where 'ar1' covered 94%, docs/laws.md).
@@ -92,6 +118,26 @@ class FitOptions:
           f'smooth_k must be an integer >= 2, got {self.smooth_k!r}')
     check(count(self.n_starts, 1),
           f'n_starts must be an integer >= 1, got {self.n_starts!r}')
+    check(pos(self.turn_z), f'turn_z must be positive, got {self.turn_z!r}')
+    check(pos(self.decision_z), f'decision_z must be positive, got {self.decision_z!r}')
+    check(pos(self.slope_window) and self.slope_window <= 1,
+          f'slope_window must lie in (0, 1], got {self.slope_window!r}')
+    for name in ('budget_fractions', 'lfo_fractions'):
+      v = getattr(self, name)
+      check(isinstance(v, tuple) and all(pos(x) and x <= 1 for x in v),
+            f'{name} must be fractions in (0, 1], got {v!r}')
+    check(1.0 in self.budget_fractions,
+          f'budget_fractions must include 1.0 (the full fit), got {self.budget_fractions!r}')
+    check(all(f in self.budget_fractions for f in self.lfo_fractions),
+          f'every lfo_fraction must be a budget fraction, got {self.lfo_fractions!r}')
+    for name in ('growth_fraction', 'predict_fraction'):
+      v = getattr(self, name)
+      check(pos(v) and v <= 1, f'{name} must lie in (0, 1], got {v!r}')
+    check(self.budget_boot is None or count(self.budget_boot, 0),
+          f'budget_boot must be an integer >= 0 or None, got {self.budget_boot!r}')
+    check(self.data_orders in ('auto', 'shared', 'independent'),
+          f'data_orders must be "auto", "shared" or "independent", got {self.data_orders!r}')
+    check(pos(self.tol_cmr) and pos(self.tol_dgen), 'tol_cmr and tol_dgen must be positive')
 
   @classmethod
   def make(cls, options: FitOptions | None = None, **kw) -> FitOptions:
@@ -101,9 +147,12 @@ class FitOptions:
     if unknown:
       raise FitError(f'unknown fit option(s) {unknown}; known: {", ".join(sorted(known))}')
     kw = {k: (int(v) if isinstance(v, float) and k in ('n_boot', 'seed', 'smooth_k',
-                                                       'n_starts', 'warmup_steps')
+                                                       'n_starts', 'warmup_steps',
+                                                       'budget_boot')
                                                        and v == int(v) else v)
           for k, v in kw.items() if v is not None}
+    kw = {k: (tuple(sorted(float(x) for x in v)) if k.endswith('_fractions')
+              and isinstance(v, (list, tuple)) else v) for k, v in kw.items()}
     return dataclasses.replace(options or cls(), **kw)
 
   def to_dict(self) -> dict:

@@ -4,8 +4,9 @@ Uses the validation rows of the CPT phase. A curve is one (size, ratio); its run
 data-order seeds (column `cpt_seed`, 0 when absent), whole-run replicates. L_gen(S), L_dom(S)
 are the size's step-0 (tokens_seen == 0) losses, averaged over its runs, or failing that its
 last base-phase validation row; step 0 is the reference, never a fitted point. Evals inside the
-CPT warmup are dropped: at step <= the step at which the run's learning rate first reaches its
-maximum (train rows' lr, else validation rows'), or at step <= options.warmup_steps. T is CPT
+CPT warmup are dropped: at step <= the run's own warmup length (results column `warmup_steps`,
+written by the run), for older tables the step at which the run's learning rate first reaches
+its maximum (train rows' lr, else validation rows'), or at step <= options.warmup_steps. T is CPT
 tokens / tokens_per_unit. Rows are deduplicated as mixlaw.results does (last row per key wins).
 """
 
@@ -217,6 +218,8 @@ def load(table: Any, opts: FitOptions | None = None, min_points: int = MIN_POINT
   ctx = dict(cols=cols, split=split, phase=phase, cpt=cpt, t=tok / unit, tok=tok, ratio=ratio,
              gen=gen, dom=dom, step=step, warmup_steps=warmup_steps, min_points=min_points,
              lr=_floats(cols, 'lr') if 'lr' in cols else np.full(n_rows, np.nan),
+             run_warmup=(_floats(cols, 'warmup_steps') if 'warmup_steps' in cols
+                         else np.full(n_rows, np.nan)),
              seed=_floats(cols, 'cpt_seed') if 'cpt_seed' in cols else np.zeros(n_rows))
   size_name = cols['size_name'].astype(str)
   sizes = [_size(ctx, sname, size_name) for sname in sorted(set(size_name[cpt]))]
@@ -273,7 +276,10 @@ def _curve(ctx, sname, in_size, r, base_gen, base_dom) -> Curve:
   runs = []
   for rid in sorted(set(run_id[in_size & (ctx['ratio'] == r)])):
     mine = all_rows & (run_id == rid)
-    if ctx['warmup_steps'] == 'auto':
+    ran = ctx['run_warmup'][mine]
+    if ctx['warmup_steps'] == 'auto' and np.isfinite(ran).any():
+      wu = int(np.nanmax(ran))  # what the run wrote (results column warmup_steps).
+    elif ctx['warmup_steps'] == 'auto':  # tables written before that column: from the lr.
       wu = warmup_step(step[mine], ctx['lr'][mine], ctx['split'][mine])
     else:
       wu = int(ctx['warmup_steps'])

@@ -49,7 +49,8 @@ def _cmr_text(cmr, censored):
 def fit_tables(fits: dict) -> list:
   """Every table of a fits dict, in reading order."""
   o = fits['options']
-  out = [_answer(fits), _lam(fits)]
+  out = [_answer(fits), _def2_checks(fits), _decisions(fits), _lam(fits), _series(fits),
+         _lfo(fits)]
   out.append(Table('trends', 'Trends at T_max, judged against the noise', [
       'trend', 'verdict', 'noise (se)', 'evidence'],
       [[t['trend'], t['verdict'], f'{fmt(t["noise"], 3)} {t["noise_unit"]}', t['evidence']]
@@ -126,19 +127,116 @@ def _answer(fits):
         f'{c["n_ok"]}/{c["n_boot"]}', _cmr_text(c['cmr_condition_A'], c['censored_condition_A']),
         _cmr_text(mf['cmr'], mf['censored']), interval(mf['lo'], mf['hi']),
         {True: 'DISAGREE', False: 'agree', None: '–'}[mf['disagrees']],
-        'condition A' if c['condition_A_decides'] else 'critical point',
+        _cmr_text(c['model_free_def2']['cmr'], c['model_free_def2']['censored']),
+        interval(c['model_free_def2']['lo'], c['model_free_def2']['hi']),
+        'DISAGREE' if c['fitted_vs_model_free']['disagree'] else 'agree',
+        f'{_decider(c["decides"])} / {_decider(c["model_free_def2"]["decides"])}',
         f'{c["interp_exponent_general"]:.3g} / {c["interp_exponent_domain"]:.3g}',
         str(len(c['flags']))])
-  note = (f'{int(100 * o["ci_level"])}% intervals; n_ok: bootstrap replicates that succeeded of '
-          f'n_boot. Model-free: smoothed dL_gen (mean of the last {o["smooth_k"]} evals) '
-          'interpolated in R, condition A only; compared with the fitted condition-A-only CMR. '
-          'decided by: which condition sets the fitted CMR. e: ratio-law exponents of the '
-          'interpolation in u = R^e (general / domain). Widened intervals: ' +
+  note = (f'{level(o)} intervals; n_ok: bootstrap replicates that succeeded of n_boot. '
+          f'Model-free (cond. A): smoothed dL_gen (mean of the last {o["smooth_k"]} evals) '
+          'interpolated in R; compared with the fitted condition-A-only CMR. Model-free '
+          f'(Def. 2): condition A and the window slopes (last {100 * o["slope_window"]:g}% of '
+          'T) of dL_gen and dL_dom, g = slope_dom + lam slope_gen <= 0; compared with the fitted '
+          'Definition-2 CMR. decided by: which condition sets the fitted / model-free '
+          'Definition-2 CMR. e: ratio-law exponents of the interpolation in u = R^e (general / '
+          'domain). Widened intervals: ' +
           (', '.join(c['size'] for c in fits['cmr'] if c['ci_widened']) or 'none'))
   return Table('cmr', 'Critical mixture ratio at T_max', [
-      'size', 'CMR', 'interval', 'n_ok', 'CMR (cond. A only)', 'model-free CMR',
-      'model-free interval', 'model-free vs fit', 'decided by', 'e gen / dom', 'flags'],
-      rows, note)
+      'size', 'CMR', 'interval', 'n_ok', 'CMR (cond. A only)', 'model-free CMR (cond. A)',
+      'model-free interval', 'model-free vs fit (A)', 'model-free CMR (Def. 2)',
+      'model-free interval (Def. 2)', 'model-free vs fit (Def. 2)', 'decided by (fit / free)',
+      'e gen / dom', 'flags'], rows, note)
+
+
+def level(o) -> str:
+  return f'{100 * o["ci_level"]:g}%'
+
+
+def _decider(d):
+  return {'A': 'condition A', 'B': 'critical point'}.get(d, 'none')
+
+
+def _def2_checks(fits):
+  rows = [[c['size'], pct(c['cmr']), pct(c['model_free_def2']['cmr']),
+           c['fitted_vs_model_free']['reason']]
+          for c in fits['cmr'] if c['fitted_vs_model_free']['disagree']]
+  return Table('def2_flags', 'Fitted against model-free Definition-2 CMR: flagged sizes',
+               ['size', 'fitted', 'model-free', 'why they differ'], rows,
+               'a size is flagged when the two differ by more than the root sum of squares of '
+               'their facing half-widths')
+
+
+def _decisions(fits):
+  rows = []
+  for d in fits.get('decisions', []):
+    rows.append([d['id'], d['claim'], d['verdict'], _decision_numbers(d)])
+  return Table('decisions', 'Decisions (computed from the fits)', [
+      'id', 'claim', 'verdict', 'numbers'], rows,
+      f'verdicts at z = {fits["options"]["decision_z"]:g} against the measured noise')
+
+
+def _decision_numbers(d):
+  if d.get('reason'):
+    return d['reason']
+  if d['id'] == 'a':
+    return '; '.join(f'{r["size"]}: {pct(r.get("cmr_from"))} -> {pct(r.get("cmr_to"))} '
+                     f'(diff {fmt(r.get("diff"), 3)} +- {fmt(r.get("se"), 3)}, {r["verdict"]})'
+                     for r in d['rows'])
+  if d['id'] == 'b':
+    return '; '.join(f'{r["larger"]} - {r["smaller"]}: {fmt(r["diff"], 3)} +- '
+                     f'{fmt(r["se"], 3)} ({r["verdict"]})' for r in d['rows'])
+  if d['id'] == 'c':
+    return '; '.join(f'{r["size"]}: CMR error {fmt(r["cmr_error"], 3)}, max |dL_gen error| '
+                     f'{fmt(max((abs(e) for e in r["dL_general_errors"] if e is not None), default=None), 4)}'
+                     for r in d['rows'])
+  if d['id'] == 'd':
+    return (f'{d["size"]}: predicted {pct(d.get("cmr_predicted"))}, measured '
+            f'{pct(d.get("cmr_measured"))}, error {fmt(d.get("cmr_error"), 3)}')
+  if d['id'] == 'e':
+    return '; '.join(f'{r["size"]}: {pct(r["cmr"])} vs {pct(r["cmr_other"])} (diff '
+                     f'{fmt(r["diff"], 3)} +- {fmt(r["se"], 3)})' for r in d['rows'])
+  return ''
+
+
+def _series(fits):
+  o = fits['options']
+  rows = []
+  for ser in fits['cmr_series']:
+    for p in ser['points']:
+      if p.get('reason'):
+        rows.append([ser['size'], fmt(p['fraction'], 3), fmt(p['T'], 3), p['reason']] +
+                    ['–'] * 4)
+        continue
+      rows.append([ser['size'], fmt(p['fraction'], 3), fmt(p['T'], 3),
+                   _cmr_text(p['cmr'], p['censored']), interval(p['lo'], p['hi']),
+                   _cmr_text(p['cmr_condition_A'], p['censored_condition_A']),
+                   _cmr_text(p['model_free_def2']['cmr'], p['model_free_def2']['censored']),
+                   fmt(p.get('control_dL_general'))])
+  return Table('series', 'CMR at every budget, each from the evals up to that budget only', [
+      'size', 'T_b / T_max', 'T_b', 'CMR (Def. 2)', 'interval', 'CMR (cond. A)',
+      'model-free (Def. 2)', 'R=0 dL_gen(T_b)'], rows,
+      f'{level(o)} intervals; every budget is a separate refit (Eq. 6, bootstrap, CMR) of the '
+      'evals with T <= T_b; the CMR law is fitted to these points')
+
+
+def _lfo(fits):
+  o = fits['options']
+  rows = []
+  for r in fits.get('leave_future_out', []):
+    dg = [abs(c['dL_general_error']) for c in r['curves'] if c['dL_general_error'] is not None]
+    dd = [abs(c['dL_domain_error']) for c in r['curves'] if c['dL_domain_error'] is not None]
+    rows.append([r['size'], fmt(r['fraction'], 3), pct(r['cmr_predicted']),
+                 pct(r['cmr_measured']), fmt(100 * r['cmr_error'] if r['cmr_error'] is not None
+                                            else None, 1),
+                 pct(r['cmr_condition_A_predicted']), pct(r['cmr_condition_A_measured']),
+                 fmt(max(dg, default=None)), fmt(max(dg, default=0) / o['eps'], 2),
+                 fmt(max(dd, default=None))])
+  return Table('lfo', 'Leave-future-out: fit T <= f T_max, predict T_max', [
+      'size', 'f', 'CMR predicted', 'CMR measured', 'error (points)', 'cond. A predicted',
+      'cond. A measured', 'max |dL_gen err|', '/ eps', 'max |dL_dom err|'], rows,
+      'measured: the full fit\'s CMR at T_max; losses: the smoothed measured dL at T_max '
+      '(nats); errors = predicted - measured')
 
 
 def _lam(fits):

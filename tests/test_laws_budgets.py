@@ -1,0 +1,154 @@
+"""Budgets without future data, leave-future-out, paired seeds, and the CSV input."""
+
+import numpy as np
+import pytest
+
+import mixlaw.laws as L
+from mixlaw.laws import api
+from mixlaw.laws import csvtable
+from mixlaw.laws import synth
+from mixlaw.laws import table as table_lib
+
+SIZES = dict(list(dict(synth.PAPER_SIZES).items())[:2])
+RATIOS = (0.125, 0.25, 0.5, 1.0)
+OPTS = dict(n_boot=4, seed=0, surface=False, budget_fractions=(0.5, 1.0), lfo_fractions=(0.5,),
+            growth_fraction=0.5, predict_fraction=0.5)
+
+
+@pytest.fixture(scope='module')
+def table():
+  return synth.table(sizes=SIZES, ratios=RATIOS, n_points=16, seed=3, n_seeds=2, seed_sd=0.02)
+
+
+@pytest.fixture(scope='module')
+def fits(table):
+  return L.fit_table(table, **OPTS)
+
+
+@pytest.fixture(scope='module')
+def fits_changed_future(table):
+  """The same table with every eval after 0.5 T_max raised by 0.5 nats (general loss)."""
+  t = {k: v.copy() for k, v in table.items()}
+  late = t['tokens_seen'] > 0.5 * t['tokens_seen'].max() * (1 + 1e-9)
+  t['general_loss'] = np.where(late, t['general_loss'] + 0.5, t['general_loss'])
+  return L.fit_table(t, **OPTS)
+
+
+def _point(fits, size, frac):
+  row = [r for r in fits['cmr_series'] if r['size'] == size][0]
+  return [p for p in row['points'] if p['fraction'] == frac][0]
+
+
+def test_cmr_at_a_budget_ignores_every_later_eval(fits, fits_changed_future):
+  for s in SIZES:
+    a, b = _point(fits, s, 0.5), _point(fits_changed_future, s, 0.5)
+    for k in ('cmr', 'lo', 'hi', 'cmr_condition_A', 'model_free_def2', 'model_free_condition_A',
+              'control_dL_general'):
+      assert a.get(k) == b.get(k), (s, k)
+    # ... while the full budget sees the change: every ratio now breaks condition A.
+    assert _point(fits_changed_future, s, 1.0)['censored'] == 'below'
+    assert _point(fits, s, 1.0)['cmr'] is not None
+  lfo = {(r['size'], r['fraction']): r for r in fits['leave_future_out']}
+  lfo2 = {(r['size'], r['fraction']): r for r in fits_changed_future['leave_future_out']}
+  for key, r in lfo.items():
+    assert r['cmr_predicted'] == lfo2[key]['cmr_predicted']
+    assert [c['dL_general_predicted'] for c in r['curves']] == [
+        c['dL_general_predicted'] for c in lfo2[key]['curves']]
+    # The measured side is the full data: the change shows up as a 0.5-nat error.
+    errs = [c['dL_general_error'] - c2['dL_general_error']
+            for c, c2 in zip(r['curves'], lfo2[key]['curves'])]
+    np.testing.assert_allclose(errs, 0.5, atol=1e-9)
+
+
+def test_leave_future_out_rows_and_decisions(fits):
+  rows = fits['leave_future_out']
+  assert {(r['size'], r['fraction']) for r in rows} == {(s, 0.5) for s in SIZES}
+  for r in rows:
+    assert r['cmr_error'] == pytest.approx(r['cmr_predicted'] - r['cmr_measured'])
+    assert r['T_fit_max'] == pytest.approx(0.5 * r['T_max'])
+    assert len(r['curves']) == len(RATIOS)
+    # Low-noise synthetic curves: the fit on the first half predicts the losses at the end.
+    assert r['dL_general_max_abs_error'] < 0.01
+  ids = [d['id'] for d in fits['decisions']]
+  assert ids == ['a', 'b', 'c']
+  c = fits['decisions'][2]
+  assert [r['cmr_error'] for r in c['rows']] == [r['cmr_error'] for r in rows]
+  ok = all(abs(r['cmr_error']) <= 0.06 for r in rows)
+  assert (c['verdict'] == 'holds') == ok and c['verdict'] in ('holds', 'fails', 'undecided')
+  # (a): CMR(T_max) - CMR(T_max / 2), each from its own refit.
+  for row in fits['decisions'][0]['rows']:
+    lo = min(RATIOS)
+    assert row['cmr_from'] == pytest.approx(_point(fits, row['size'], 0.5)['cmr'] or lo)
+    assert row['diff'] == pytest.approx(row['cmr_to'] - row['cmr_from'])
+  assert fits['options']['data_orders_used'] == 'shared'
+  for s in fits['cmr_series']:
+    assert s['no_future_data'] and [p['fraction'] for p in s['points']] == [0.5, 1.0]
+
+
+def test_shared_data_orders_resample_seed_indices_jointly(table):
+  sweep = table_lib.load(table)
+  shared = api.multiplicities(sweep, 50, 0, shared=True)
+  own = api.multiplicities(sweep, 50, 0, shared=False)
+  assert all(np.array_equal(m, shared[0]) for m in shared)  # one seed draw for every cell
+  assert not all(np.array_equal(m, own[0]) for m in own)
+  assert all(m.sum(axis=1).tolist() == [2] * 50 for m in shared + own)
+  assert api.shared_orders(sweep, 'auto') and not api.shared_orders(sweep, 'independent')
+
+
+def _write_csv(path, table, drop=None, edit=None):
+  cpt = table['split'] == 'validation'
+  lines = ['size,n_params,ratio,seed,tokens,general_loss,domain_loss']
+  seen_base = set()
+  for i in np.flatnonzero(cpt):
+    size, tok = str(table['size_name'][i]), int(table['tokens_seen'][i])
+    if tok == 0:
+      if size in seen_base:
+        continue
+      seen_base.add(size)
+    row = dict(size=size, n_params=table['n_params'][i],
+               ratio='' if tok == 0 else table['ratio'][i], seed=table['cpt_seed'][i],
+               tokens=tok, general_loss=table['general_loss'][i],
+               domain_loss=table['domain_loss'][i])
+    if edit:
+      row = edit(row)
+    if row is None:
+      continue
+    cols = [c for c in csvtable.COLUMNS if c != drop]
+    lines.append(','.join(str(row[c]) for c in cols))
+  if drop:
+    lines[0] = ','.join(c for c in csvtable.COLUMNS if c != drop)
+  path.write_text('\n'.join(lines) + '\n')
+  return path
+
+
+def test_csv_gives_the_same_curves_as_the_table(tmp_path, table):
+  rows = csvtable.read(_write_csv(tmp_path / 'r.csv', table))
+  a, b = table_lib.load(rows), table_lib.load(table)
+  assert [s.name for s in a.sizes] == [s.name for s in b.sizes]
+  for sa, sb in zip(a.sizes, b.sizes):
+    assert sa.base_gen == pytest.approx(sb.base_gen)
+    for ca, cb in zip(sa.curves, sb.curves):
+      np.testing.assert_allclose(ca.gen_N, cb.gen_N)
+      assert [r.seed for r in ca.runs] == [r.seed for r in cb.runs]
+
+
+@pytest.mark.parametrize('case, match', [
+    ('missing', r"missing column\(s\) \['domain_loss'\]"),
+    ('nan', r"column 'general_loss' is 'nan'"),
+    ('nobase', r"size '460M' has no base row"),
+    ('short', r'eval\(s\); a curve needs at least 4'),
+    ('ratio', r'ratio must lie in \[0, 1\]'),
+])
+def test_bad_csv_is_one_line(tmp_path, table, case, match):
+  edit = {
+      'missing': None,
+      'nan': lambda r: dict(r, general_loss='nan') if r['tokens'] > 0 else r,
+      'nobase': lambda r: None if r['tokens'] == 0 and r['size'] == '460M' else r,
+      'short': lambda r: None if r['tokens'] > 4 * 10 ** 9 and r['ratio'] == 0.25 else r,
+      'ratio': lambda r: dict(r, ratio=1.5) if r['tokens'] > 0 else r,
+  }[case]
+  path = _write_csv(tmp_path / 'bad.csv', table, drop='domain_loss' if case == 'missing' else None,
+                    edit=edit)
+  with pytest.raises(L.FitError, match=match) as e:
+    csvtable.read(path)
+  assert '\n' not in str(e.value)
