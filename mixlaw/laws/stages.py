@@ -1,0 +1,539 @@
+"""The fitting stages of fit_table, each returning a dataclass (api.py runs them in order):
+
+  prepare (padded arrays) -> fit_eq6 (noise-aware, bounded, flagged; the general-loss form never
+  monotone where the evals turn) -> replicate (bootstrap refits; seed indices drawn jointly when
+  data orders are shared) -> interp_exponents -> cmr_stage (Definition 2 at given budgets) ->
+  cmr_laws (Eq. 8) -> ratio_tables (the ratio law and held-out ratios).
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+
+from mixlaw.laws import bootstrap
+from mixlaw.laws import cmr as cmr_lib
+from mixlaw.laws import fit as fit_lib
+from mixlaw.laws import forms as forms_lib
+from mixlaw.laws import noise
+from mixlaw.laws import table as table_lib
+from mixlaw.laws.options import FitOptions, LAM_RANGE
+
+N_GRID = 64  # points of every fitted-curve evaluation grid in fits.json.
+WHICH = ('general', 'domain')
+
+def num(x):
+  """JSON-safe float: NaN/inf -> None."""
+  if x is None:
+    return None
+  x = float(x)
+  return x if math.isfinite(x) else None
+
+
+def nums(a):
+  return [num(v) for v in np.asarray(a, np.float64).ravel()]
+
+
+def _pdict(names, values):
+  return {k: num(v) for k, v in zip(names, values)}
+
+
+# ----------------------------------------------------------------------------- stage: prepare
+
+@dataclasses.dataclass
+class Data:
+  """Every curve's points in padded C x N arrays (runs back to back; run_CxN = run index)."""
+  sweep: table_lib.Sweep
+  curves: list
+  size_of: np.ndarray
+  t_CxN: np.ndarray
+  w_CxN: np.ndarray
+  run_CxN: np.ndarray
+  y: dict
+
+  def of_size(self, i):
+    return np.flatnonzero(self.size_of == i)
+
+
+def prepare(sweep) -> Data:
+  pairs = sweep.curves()
+  curves = [c for _, c in pairs]
+  n = max(c.t_N.size for c in curves)
+  t, w, run = np.ones((len(curves), n)), np.zeros((len(curves), n)), -np.ones((len(curves), n))
+  y = {k: np.ones((len(curves), n)) for k in WHICH}
+  for i, c in enumerate(curves):
+    k = c.t_N.size
+    t[i, :k], w[i, :k], run[i, :k] = c.t_N, 1.0, c.run_of()
+    y['general'][i, :k], y['domain'][i, :k] = c.gen_N, c.dom_N
+  return Data(sweep, curves, np.array([i for i, _ in pairs]), t, w, run.astype(int), y)
+
+
+# ----------------------------------------------------------------------------- stage: Eq. 6
+
+@dataclasses.dataclass
+class Eq6:
+  """Point fits. params: which -> C x P (general in eq6_gen's layout; its one-term case has
+  a3 = 0). two_term_C: the general fit keeps both terms. fitted: values at the data points."""
+  params: dict
+  two_term_C: np.ndarray
+  results: dict  # 'general2', 'general1', 'domain' -> FitResult
+  sigma: dict
+  delta: dict
+  rho_S: np.ndarray
+  block_C: np.ndarray
+  fitted: dict
+  run_fitted: dict  # each run's own fit at its points (= fitted with one run).
+  flags: dict  # which -> [[reason, ...] per curve]
+  turn_C: np.ndarray  # the general evals rise then fall (turns()): never one term there.
+
+
+def _one_term_as_eq6(p_xP):
+  """a T^s + b (power layout a, s, b) in eq6_gen's layout: a2 = a, s2 = s, a3 = 0, s3 = s."""
+  p = np.asarray(p_xP)
+  return np.stack([p[..., 0], p[..., 1], np.zeros_like(p[..., 0]), p[..., 1], p[..., 2]], -1)
+
+
+def _aicc(sse, n, k, rho):
+  """AICc with the effective sample size of AR(1) noise (serially correlated evals carry less
+  information than independent ones)."""
+  n_eff = np.maximum(n * (1 - rho) / (1 + rho), k + 2.0)
+  with np.errstate(divide='ignore'):
+    return n_eff * np.log(np.maximum(sse, 1e-300) / n) + 2 * k + 2 * k * (k + 1) / (n_eff - k - 1)
+
+
+def _select(r2, r1, n_C, rho_C, terms, turn_C=None):
+  """Two terms or one per curve: as options.general_terms says, or with 'auto' two where the
+  evals turn (turn_C: the monotone one-term law cannot represent them) or where the data
+  support them over the one-term case (lower AICc). Where one failed, the other."""
+  ok2 = np.all(np.isfinite(r2.params_CxP), axis=1)
+  ok1 = np.all(np.isfinite(r1.params_CxP), axis=1)
+  if terms == 'auto':
+    two = _aicc(r2.mse_C * n_C, n_C, 5, rho_C) < _aicc(r1.mse_C * n_C, n_C, 3, rho_C)
+    if turn_C is not None:
+      two = two | turn_C
+  else:
+    two = np.full(n_C.shape, terms == 2)
+  return np.where(ok1 & ok2, two, ok2)
+
+
+def _flags(res, i, form, y_N, fitted_grid, sigma):
+  """Why a fit should not be trusted blindly: at a bound, off the data's range, unconverged."""
+  out = []
+  for k in res.bounded(i):
+    lo, hi = res.lo_CxP[i][form.params.index(k)], res.hi_CxP[i][form.params.index(k)]
+    what = ('amplitude bound: |term| <= %g x max|dL|' % form.amp_bound
+            if form.kinds[k] == 'linear' else f'box [{lo:g}, {hi:g}]')
+    out.append(f'at bound: {k} = {res.params_CxP[i][form.params.index(k)]:.4g} ({what})')
+  span = float(y_N.max() - y_N.min())
+  margin = max(float(sigma) if np.isfinite(sigma) else 0.0, 0.1 * span)
+  lo, hi = y_N.min() - margin, y_N.max() + margin
+  off = (fitted_grid < lo) | (fitted_grid > hi)
+  if off.any():
+    out.append(f'leaves the data range [{y_N.min():.3g}, {y_N.max():.3g}] (+-{margin:.2g}) '
+               f'inside [T_min, T_max]: {float(fitted_grid[off][0]):.3g}')
+  if not res.converged_C[i]:
+    out.append('not converged (tight tolerance not met)')
+  return out
+
+
+def turns(curve, sigma: float, rho: float, z: float, n_windows: int = 6):
+  """(turns, fall, se): the curve's evals rise then fall. Each run's evals are cut into
+  n_windows consecutive windows; window means are averaged over runs; the evals turn when the
+  highest window is not the last and the fall from it to the last window exceeds z standard
+  errors (eval noise sigma with AR(1) correlation rho; the max of noisy means is biased up, so
+  this errs towards 'turns', i.e. towards the form that can turn)."""
+  m = min(run.t_N.size for run in curve.runs)
+  w = max(2, min(n_windows, m // 2))
+  if m < 4 or not np.isfinite(sigma):
+    return False, float('nan'), float('nan')
+  means = np.mean([[v.mean() for v in np.array_split(run.gen_N[-m:], w)]
+                   for run in curve.runs], axis=0)
+  k = m // w
+  se_w = sigma * math.sqrt(noise.ar_factor(rho, k) / k / len(curve.runs))
+  top = int(np.argmax(means))
+  fall, se = float(means[top] - means[-1]), math.sqrt(2.0) * se_w
+  return bool(top < w - 1 and fall > z * se), fall, se
+
+
+def _size_rho(data, i, resid, n_params) -> float:
+  """Bias-corrected lag-1 correlation of size i's eval noise, from residuals {which: C x N}
+  within runs: the larger of general and domain."""
+  w = data.w_CxN
+  return max(noise.lag1([resid[k][j][(data.run_CxN[j] == r) & (w[j] > 0)]
+                         for j in data.of_size(i) for r in range(len(data.curves[j].runs))], p)
+             for k, p in n_params.items())
+
+
+def fit_eq6(data: Data, opts: FitOptions) -> Eq6:
+  """Eq. 6 per curve: Huber delta = huber_c x sigma (second differences) per curve; the
+  general loss with one or two terms (options.general_terms); bounded; flagged. Then each
+  run's own fit (what the bootstrap keeps of a seed) and the eval noise's serial correlation."""
+  sweep, t, w = data.sweep, data.t_CxN, data.w_CxN
+  sigma = {k: np.array([noise.sigma_2nd([getattr(r, attr) for r in c.runs])
+                        for c in data.curves]) for k, attr in (('general', 'gen_N'),
+                                                               ('domain', 'dom_N'))}
+  floor = {k: max(float(np.nanmedian(v)) * 1e-3, 1e-12) if np.isfinite(v).any() else 1e-6
+           for k, v in sigma.items()}  # a noiseless curve: a tiny delta, i.e. least squares.
+  delta = {k: opts.huber_c * np.where(np.isfinite(v) & (v > 0), np.maximum(v, floor[k]),
+                                      floor[k] * 1e3) for k, v in sigma.items()}
+  kw = dict(n_starts=opts.n_starts, what='Eq. 6 curve')
+  res = {'domain': fit_lib.fit_curves('eq6_dom', {'T': t}, data.y['domain'], w,
+                                      huber_delta=delta['domain'], **kw)}
+  for key, form, terms in (('general2', 'eq6_gen', 2), ('general1', 'power', 1)):
+    res[key] = (fit_lib.fit_curves(form, {forms_lib.get_form(form).variables[0]: t},
+                                   data.y['general'], w, huber_delta=delta['general'], **kw)
+                if opts.general_terms in ('auto', terms) else _unfitted(form, len(data.curves)))
+  fitted = {'general2': cmr_lib.eq6_at('general', res['general2'].params_CxP[:, None], t),
+            'general1': cmr_lib.eq6_at('general', _one_term_as_eq6(
+                res['general1'].params_CxP)[:, None], t),
+            'domain': cmr_lib.eq6_at('domain', res['domain'].params_CxP[:, None], t)}
+  gkey, gp = ('general1', 3) if opts.general_terms == 1 else ('general2', 5)
+  resid = {'general': data.y['general'] - fitted[gkey], 'domain': data.y['domain'] -
+           fitted['domain']}
+  rho_S = np.array([_size_rho(data, i, resid, dict(general=gp, domain=3))
+                    for i in range(len(sweep.sizes))])
+  turn = np.array([turns(c, eq6_sigma, float(rho_S[data.size_of[j]]), opts.turn_z)[0]
+                   for j, (c, eq6_sigma) in enumerate(zip(data.curves, sigma['general']))])
+  two = _select(res['general2'], res['general1'], w.sum(axis=1), rho_S[data.size_of],
+                opts.general_terms, turn)
+  params = {'general': np.where(two[:, None], res['general2'].params_CxP,
+                                _one_term_as_eq6(res['general1'].params_CxP)),
+            'domain': res['domain'].params_CxP}
+  fit_vals = {'general': np.where(two[:, None], fitted['general2'], fitted['general1']),
+              'domain': fitted['domain']}
+  run_vals = _run_fits(data, res, two, delta, fit_vals)
+  if any(len(c.runs) > 1 for c in data.curves):  # seeds' own deviations are not eval noise.
+    resid = {k: data.y[k] - run_vals[k] for k in WHICH}
+    rho_S = np.array([_size_rho(data, i, resid, dict(general=gp, domain=3))
+                      for i in range(len(sweep.sizes))])
+  m = np.array([np.mean([r.t_N.size for r in c.runs]) for c in data.curves])
+  block = np.array([noise.block_length(rho_S[s], int(mm)) for s, mm in zip(data.size_of, m)])
+  flags = {'general': [], 'domain': []}
+  for j, c in enumerate(data.curves):
+    grid = np.geomspace(c.t_N.min(), sweep.sizes[data.size_of[j]].t_max, N_GRID)
+    for k, key, form in (('general', 'general2' if two[j] else 'general1',
+                          'eq6_gen' if two[j] else 'power'), ('domain', 'domain', 'eq6_dom')):
+      y = getattr(c, 'gen_N' if k == 'general' else 'dom_N')
+      flags[k].append(_flags(res[key], j, forms_lib.get_form(form), y,
+                             cmr_lib.eq6_at(k, params[k][j], grid), sigma[k][j]))
+  return Eq6(params, two, res, sigma, delta, rho_S, block, fit_vals, run_vals, flags, turn)
+
+
+def _run_fits(data, res, two, delta, fit_vals) -> dict:
+  """Each run's own Eq. 6 fit (its curve's form, warm-started at the curve's fit) at its points:
+  which -> C x N. A curve with one run: its fit. What the bootstrap keeps of a run (its seed's
+  smooth deviation) and what it redraws (the residual eval noise)."""
+  out = {k: v.copy() for k, v in fit_vals.items()}
+  rows = [(j, r) for j, c in enumerate(data.curves) if len(c.runs) >= 2
+          for r in range(len(c.runs))]
+  if not rows:
+    return out
+  m = max(data.curves[j].runs[r].t_N.size for j, r in rows)
+  t, w = np.ones((len(rows), m)), np.zeros((len(rows), m))
+  y = {k: np.zeros((len(rows), m)) for k in WHICH}
+  for i, (j, r) in enumerate(rows):
+    run = data.curves[j].runs[r]
+    k = run.t_N.size
+    t[i, :k], w[i, :k], y['general'][i, :k], y['domain'][i, :k] = run.t_N, 1, run.gen_N, run.dom_N
+  js = np.array([j for j, _ in rows])
+  for which, key, form in (('domain', 'domain', 'eq6_dom'), ('general', 'general2', 'eq6_gen'),
+                           ('general', 'general1', 'power')):
+    sel = np.flatnonzero(np.ones(len(rows), bool) if which == 'domain'
+                         else two[js] == (key == 'general2'))
+    if not sel.size:
+      continue
+    f = forms_lib.get_form(form)
+    r = fit_lib.fit_curves(f, {f.variables[0]: t[sel]}, y[which][sel], w[sel],
+                           huber_delta=delta[which][js[sel]], what='run',
+                           init_CxSxP=res[key].params_CxP[js[sel]][:, None])
+    p = r.params_CxP if key != 'general1' else _one_term_as_eq6(r.params_CxP)
+    vals = cmr_lib.eq6_at(which, p[:, None], t[sel])
+    for i, v in zip(sel, vals):
+      j, run = rows[i]
+      pts = np.flatnonzero(data.run_CxN[j] == run)
+      out[which][j, pts] = v[:pts.size]
+  return out
+
+
+def _unfitted(form, c):
+  """A FitResult of NaNs: a variant the options leave out (general_terms)."""
+  p = len(forms_lib.get_form(form).params)
+  nan = np.full((c, p), np.nan)
+  return fit_lib.FitResult(form, forms_lib.get_form(form).params, nan, np.full(c, np.nan),
+                           np.full(c, np.nan), np.full(c, np.nan), np.zeros(c, bool),
+                           np.zeros(c, int), np.zeros(c, int), np.zeros((c, p), bool), nan, nan)
+
+
+# ----------------------------------------------------------------------------- stage: bootstrap
+
+@dataclasses.dataclass
+class Boot:
+  """Replicates of every Eq. 6 fit: which -> B x C x P, index 0 = the point estimate."""
+  params: dict
+  ok_BxC: np.ndarray  # the replicate's fits are finite.
+  two_term_BxC: np.ndarray
+  n_boot: int
+
+
+def multiplicities(sweep, n_boot: int, seed: int, shared: bool) -> list:
+  """Per curve, B x runs multiplicities of whole runs for the bootstrap. shared: one draw of
+  the seed labels per replicate, applied to every (size, R) (data orders shared across cells,
+  so the seeds are paired); a curve that draws none of its labels is drawn on its own."""
+  rng = np.random.default_rng([seed, 7])
+  curves = [c for _, c in sweep.curves()]
+  labels = sorted({r.seed for c in curves for r in c.runs})
+  joint = np.stack([np.bincount(rng.integers(0, len(labels), len(labels)),
+                                minlength=len(labels)) for _ in range(n_boot)]) if n_boot else None
+  out = []
+  for c in curves:
+    k = len(c.runs)
+    own = np.stack([np.bincount(rng.integers(0, k, k), minlength=k) for _ in range(n_boot)])
+    if shared and k >= 2:
+      m = joint[:, [labels.index(r.seed) for r in c.runs]]
+      m = np.where(m.sum(axis=1, keepdims=True) > 0, m, own)
+    else:
+      m = own
+    out.append(m if k >= 2 else np.ones((n_boot, k), int))
+  return out
+
+
+def shared_orders(sweep, option: str) -> bool:
+  """Whether the seeds are paired across (size, R): the option, or with 'auto' whether every
+  curve has the same seed labels (a sweep with data seed = f(CPT seed) only)."""
+  if option != 'auto':
+    return option == 'shared'
+  sets = {tuple(sorted(r.seed for r in c.runs)) for _, c in sweep.curves()}
+  return len(sets) == 1 and len(next(iter(sets))) >= 2
+
+
+def replicate(data: Data, eq6: Eq6, opts: FitOptions, n_boot: int | None = None,
+              mult: list | None = None) -> Boot:
+  """Two-stage bootstrap (bootstrap.py): resample runs, redraw each run's residuals as serially
+  correlated noise; refit Eq. 6 on every replicate, warm-started at the point fit (with
+  general_terms 'auto' both general variants, reselected per replicate)."""
+  c = len(data.curves)
+  params = {k: eq6.params[k][None] for k in WHICH}
+  two = eq6.two_term_C[None]
+  b = opts.n_boot if n_boot is None else n_boot
+  if not b:
+    return Boot(params, np.ones((1, c), bool), two, 0)
+  reps = bootstrap.draw(data.run_CxN, data.w_CxN, eq6.fitted, eq6.run_fitted, data.y, b,
+                        opts.seed, rho_C=eq6.rho_S[data.size_of],
+                        n_params=dict(general=np.where(eq6.two_term_C, 5, 3), domain=3),
+                        blocks_C=eq6.block_C, mode=opts.eval_resampling, mult=mult)
+  t = np.broadcast_to(data.t_CxN, (b,) + data.t_CxN.shape).reshape(b * c, -1)
+  w = reps.w_BxCxN.reshape(b * c, -1)
+  tile = lambda a: np.broadcast_to(a, (b,) + a.shape).reshape((b * c,) + a.shape[1:])
+  out = {}
+  for key, form, which in (('general2', 'eq6_gen', 'general'), ('general1', 'power', 'general'),
+                           ('domain', 'eq6_dom', 'domain')):
+    point = eq6.results[key].params_CxP
+    if not np.isfinite(point).any():  # a variant general_terms leaves out.
+      out[key] = _unfitted(form, b * c)
+      continue
+    f = forms_lib.get_form(form)
+    init = np.where(np.isfinite(point), point, fit_lib.start_grid(f, 1)[0])  # failed fits
+    out[key] = fit_lib.fit_curves(
+        f, {f.variables[0]: t}, reps.y_BxCxN[which].reshape(b * c, -1), w,
+        huber_delta=tile(eq6.delta[which]), init_CxSxP=tile(init)[:, None],
+        what='bootstrap curve', polish_iter=fit_lib.POLISH_ITER_BOOT)
+  n = w.sum(axis=1)
+  sel = _select(out['general2'], out['general1'], n, tile(eq6.rho_S[data.size_of]),
+                opts.general_terms, tile(eq6.turn_C))
+  gen = np.where(sel[:, None], out['general2'].params_CxP,
+                 _one_term_as_eq6(out['general1'].params_CxP))
+  dom = out['domain'].params_CxP
+  params = {'general': np.concatenate([params['general'], gen.reshape(b, c, -1)]),
+            'domain': np.concatenate([params['domain'], dom.reshape(b, c, -1)])}
+  ok = np.all(np.isfinite(params['general']), axis=2) & np.all(np.isfinite(params['domain']),
+                                                                axis=2)
+  return Boot(params, ok, np.concatenate([two, sel.reshape(b, c)]), b)
+
+
+# ----------------------------------------------------------------------------- stage: exponents
+
+def _ratio_law_rows(x_rows, y_rows, w_rows, init=None, polish_iter=fit_lib.POLISH_ITER):
+  """Ratio-law fits of ragged rows, by plain least squares (forms.ratio_law: one point per
+  ratio, too few to estimate a noise scale or call any point an outlier)."""
+  k = max(len(x) for x in x_rows)
+  x, y, w = np.ones((len(x_rows), k)), np.ones((len(x_rows), k)), np.zeros((len(x_rows), k))
+  for i, (xr, yr, wr) in enumerate(zip(x_rows, y_rows, w_rows)):
+    x[i, :len(xr)], y[i, :len(xr)], w[i, :len(xr)] = xr, yr, wr
+  return fit_lib.fit_curves('ratio_law', {'R': x}, y, w, init_CxSxP=init, what='ratio-law fit',
+                            polish_iter=polish_iter, huber_delta=None)
+
+
+def interp_exponents(data: Data, boot: Boot) -> dict:
+  """Ratio-law exponent e per (replicate, size) for each loss (cmr.interp_exponent; 1 with
+  < 3 ratios). Replicates are warm-started from the point estimate's fit."""
+  sizes, n_rep = data.sweep.sizes, 1 + boot.n_boot
+  e = {k: np.ones((n_rep, len(sizes))) for k in WHICH}
+  jobs = [(i, k) for i, s in enumerate(sizes) if len(s.curves) >= 3 for k in WHICH]
+  if not jobs:
+    return e
+  vals = {(i, k): cmr_lib.eq6_at(k, boot.params[k][:, data.of_size(i)], sizes[i].t_max)
+          for i, k in jobs}
+  point = _ratio_law_rows([sizes[i].ratios for i, _ in jobs], [vals[j][0] for j in jobs],
+                          [np.ones(len(sizes[i].ratios)) for i, _ in jobs])
+  for j, (i, k) in enumerate(jobs):
+    e[k][0, i] = cmr_lib.interp_exponent(point.params_CxP[j, 1], point.r2_C[j])
+  if not boot.n_boot:
+    return e
+  where = [(b, j) for b in range(1, n_rep) for j in range(len(jobs))
+           if np.all(np.isfinite(vals[jobs[j]][b]))]
+  if where:
+    r = _ratio_law_rows([sizes[jobs[j][0]].ratios for _, j in where],
+                        [vals[jobs[j]][b] for b, j in where],
+                        [np.ones(len(sizes[jobs[j][0]].ratios)) for _, j in where],
+                        init=point.params_CxP[[j for _, j in where]][:, None],
+                        polish_iter=fit_lib.POLISH_ITER_BOOT)
+    ex = cmr_lib.interp_exponent(r.params_CxP[:, 1], r.r2_C)
+    for (b, j), v in zip(where, ex):
+      e[jobs[j][1]][b, jobs[j][0]] = v
+  return e
+
+
+# ----------------------------------------------------------------------------- stage: CMR
+
+@dataclasses.dataclass
+class SizeCMR:
+  """One size's CMR analysis (cmr.family_analysis) plus its budgets and failed replicates."""
+  budgets: np.ndarray
+  out: dict
+  bad_B: np.ndarray
+
+
+def cmr_stage(data: Data, boot: Boot, e: dict, opts: FitOptions,
+              budgets_of=None) -> list[SizeCMR]:
+  """Definition 2 per size and replicate at the budgets budgets_of(size) (default: a grid
+  over [T_min, T_max])."""
+  lams = [float(opts.lam)] + [x for x in LAM_RANGE if x != float(opts.lam)]
+  per_size = []
+  for i, s in enumerate(data.sweep.sizes):
+    idx = data.of_size(i)
+    n_rep = 1 + boot.n_boot
+    fam = dict(ratios_K=np.broadcast_to(s.ratios, (n_rep, s.ratios.size)),
+               gen_KxP=boot.params['general'][:, idx], dom_KxP=boot.params['domain'][:, idx],
+               e_gen=e['general'][:, i], e_dom=e['domain'][:, i])
+    bad = ~boot.ok_BxC[:, idx].all(axis=1)
+    fam = {k: np.where(bad.reshape((-1,) + (1,) * (np.ndim(v) - 1)), np.asarray(v)[:1], v)
+           for k, v in fam.items()}
+    bud = cmr_lib.budgets(s.t_lo, s.t_max) if budgets_of is None else budgets_of(s)
+    out = cmr_lib.family_analysis(fam, lams, opts.eps, s.t_lo, s.t_max, bud)
+    out['lams'] = lams
+    for k, z in (('cmr_BxJ', 'censor_BxJ'), ('cmr_a_B', 'censor_a_B')):
+      out[k][bad], out[z][bad] = np.nan, -1  # failed replicates: NaN, dropped with a count.
+    per_size.append(SizeCMR(bud, out, bad))
+  return per_size
+
+
+def _ranked(cmr, censor):
+  """CMR replicates for percentiles: censored below -> -inf, failed -> NaN."""
+  return np.where(censor == 2, bootstrap.BELOW, cmr)
+
+
+# ----------------------------------------------------------------------------- stage: CMR law
+
+def _cmr_law(series_T, series_y, series_ok, init=None):
+  """CMR-law fits of rows with >= 4 uncensored points; returns (FitResult | None, row mask).
+  Plain least squares (forms.cmr_law): the series is derived from fits, its scatter is not
+  eval noise."""
+  rows = np.flatnonzero(series_ok.sum(axis=1) >= 4)
+  if not rows.size:
+    return None, rows
+  y = np.where(series_ok[rows], series_y[rows], 0.0)
+  res = fit_lib.fit_curves('cmr_law', {'T': series_T[rows]}, y, series_ok[rows].astype(float),
+                           what='CMR-law fit', huber_delta=None,
+                           init_CxSxP=None if init is None else init[rows][:, None],
+                           polish_iter=fit_lib.POLISH_ITER if init is None
+                           else fit_lib.POLISH_ITER_BOOT)
+  return res, rows
+
+
+@dataclasses.dataclass
+class Laws:
+  point: object  # FitResult | None
+  rows: np.ndarray  # sizes with a law
+  params_SxP: np.ndarray
+  boot_BxSxP: np.ndarray
+  series_ok: np.ndarray
+
+
+def cmr_laws(per_size: list[SizeCMR], n_boot: int) -> Laws:
+  """CMR law per size (point estimate, then replicates warm-started from it)."""
+  ser_T = np.stack([p.budgets for p in per_size])
+  ser_y = np.stack([p.out['cmr_BxJ'][0] for p in per_size])
+  ser_ok = np.stack([p.out['censor_BxJ'][0] == 0 for p in per_size])
+  law, rows = _cmr_law(ser_T, ser_y, ser_ok)
+  law_p = np.full((len(per_size), 3), np.nan)
+  if law is not None:
+    law_p[rows] = law.params_CxP
+  boot = np.full((n_boot, len(per_size), 3), np.nan)
+  if n_boot and law is not None:
+    b_T = np.broadcast_to(ser_T, (n_boot,) + ser_T.shape).reshape(-1, ser_T.shape[1])
+    b_y = np.stack([p.out['cmr_BxJ'][1:] for p in per_size], 1).reshape(-1, ser_T.shape[1])
+    b_ok = np.stack([(p.out['censor_BxJ'][1:] == 0) & ~p.bad_B[1:, None] for p in per_size],
+                    1).reshape(-1, ser_T.shape[1])
+    init = np.broadcast_to(law_p, (n_boot,) + law_p.shape).reshape(-1, 3)
+    b_ok &= np.isfinite(init).all(axis=1)[:, None]
+    rb, rws = _cmr_law(b_T, b_y, b_ok, init=np.where(np.isfinite(init), init, 0))
+    if rb is not None:
+      flat = boot.reshape(-1, 3)
+      flat[rws] = rb.params_CxP
+      boot = flat.reshape(boot.shape)
+  return Laws(law, rows, law_p, boot, ser_ok)
+
+
+# ----------------------------------------------------------------------------- stage: ratio law
+
+def ratio_tables(data: Data, eq6: Eq6, opts: FitOptions):
+  """Ratio law on all ratios at T_max, and leave-one-ratio-out predictions (paper Table 2)."""
+  sweep, laws, held = data.sweep, [], []
+  jobs_all, jobs_out = [], []
+  for i, s in enumerate(sweep.sizes):
+    js = data.of_size(i)
+    for k in WHICH:
+      y = []
+      for j in js:
+        c = data.curves[j]
+        if abs(c.final_t - s.t_max) <= 1e-9 * s.t_max:
+          y.append(c.final_gen_loss if k == 'general' else c.final_dom_loss)
+        else:  # the run went past the common budget: its Eq. 6 value at T_max.
+          base = s.base_gen if k == 'general' else s.base_dom
+          y.append(base + float(cmr_lib.eq6_at(k, eq6.params[k][j], s.t_max)))
+      y = np.array(y)
+      if js.size >= 3:
+        jobs_all.append((s, k, y))
+      if js.size >= 4:
+        jobs_out += [(s, k, y, h) for h in range(js.size)]
+  xs = [j[0].ratios for j in jobs_all] + [j[0].ratios for j in jobs_out]
+  if not xs:
+    return laws, held
+  ys = [j[2] for j in jobs_all] + [j[2] for j in jobs_out]
+  ws = [np.ones(len(r)) for r in xs]
+  for n, (_, _, _, h) in enumerate(jobs_out):
+    ws[len(jobs_all) + n][h] = 0.0
+  r = _ratio_law_rows(xs, ys, ws)
+  form = forms_lib.get_form('ratio_law')
+  for m, (s, k, y) in enumerate(jobs_all):
+    grid = np.linspace(s.ratios.min(), s.ratios.max(), N_GRID)
+    laws.append(dict(size=s.name, which=k, loss='absolute validation loss at T_max',
+                     T=s.t_max, ratios=nums(s.ratios), measured=nums(y),
+                     params=_pdict(form.params, r.params_CxP[m]), mse=num(r.mse_C[m]),
+                     r2=num(r.r2_C[m]), converged=bool(r.converged_C[m]), flags=r.flags(m),
+                     at_bound=r.bounded(m), R_grid=nums(grid),
+                     L_fit=nums(forms_lib.evaluate(form, r.params(m), R=grid))))
+  for n, (s, k, y, h) in enumerate(jobs_out):
+    m = len(jobs_all) + n
+    # A fit that is not converged (criteria unmet, off the data's range, worse than least
+    # squares) predicts nothing: predicted = None, and flags say why.
+    pred = (float(forms_lib.evaluate('ratio_law', r.params(m), R=s.ratios[h]))
+            if r.converged_C[m] else np.nan)
+    held.append(dict(size=s.name, which=k, heldout_ratio=float(s.ratios[h]),
+                     measured=float(y[h]), predicted=num(pred),
+                     rel_error=num((pred - y[h]) / y[h]), abs_error=num(pred - y[h]),
+                     error_eps=num((pred - y[h]) / opts.eps),
+                     extrapolated=bool(h in (0, s.ratios.size - 1)),
+                     params=r.params(m), converged=bool(r.converged_C[m]),
+                     flags=r.flags(m)))
+  return laws, held
