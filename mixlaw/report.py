@@ -275,8 +275,8 @@ def section_reproduce(w, t) -> list[tuple]:
                   f"{workdir_lib.RUN_INFO}."])]
 
 
-SECTIONS = [section_intro, section_answer, section_decisions, section_limits, section_trained, section_evidence,
-            section_surface, section_reproduce]
+SECTIONS = [section_intro, section_answer, section_decisions, section_limits, section_trained,
+            section_evidence, section_surface, section_reproduce]
 
 
 def _blocks(w) -> list[tuple]:

@@ -152,3 +152,64 @@ def test_bad_csv_is_one_line(tmp_path, table, case, match):
   with pytest.raises(L.FitError, match=match) as e:
     csvtable.read(path)
   assert '\n' not in str(e.value)
+
+
+def test_fit_results_csv_predict_and_report_from_the_cli(tmp_path, capsys):
+  """`mixlaw fit --results FILE.csv --workdir W`, then `mixlaw predict` and `mixlaw report`."""
+  import json
+  from mixlaw import cli
+  t = synth.table(sizes=SIZES, ratios=(0.125, 0.5, 1.0), n_points=16, seed=4, n_seeds=2,
+                  seed_sd=0.02)
+  csv_path = _write_csv(tmp_path / 'runs.csv', t)
+  w = str(tmp_path / 'w')
+  rc = cli.main(['fit', '--results', str(csv_path), '--workdir', w, '--n-boot', '4',
+                 '--budget-fractions', '(0.5, 1.0)', '--lfo-fractions', '(0.5,)',
+                 '--surface', 'False'])
+  out = capsys.readouterr().out
+  assert rc == 0 and 'Leave-future-out' in out and 'Decisions' in out
+  fits = json.loads((tmp_path / 'w' / 'fits.json').read_text())
+  assert [s['size'] for s in fits['sizes']] == list(SIZES)
+  assert fits['options']['domain'] == 'runs' and fits['options']['source']['n_boot'] == 'flag'
+  n, t_max = fits['sizes'][0]['N'], fits['sizes'][0]['T_max']
+  unit = fits['options']['tokens_per_unit']
+  assert cli.main(['predict', '--workdir', w, '--params', str(n), '--tokens',
+                   str(t_max * unit)]) == 0
+  text = capsys.readouterr().out
+  # Two budgets: too few points for a CMR law, and no surface was fitted; predict says so.
+  assert f'CMR law of {fits["sizes"][0]["size"]}: none' in text and 'surface: none' in text
+  assert 'EXTRAPOLATES' not in text
+  assert cli.main(['predict', '--workdir', w, '--params', str(100 * n), '--tokens',
+                   str(3 * t_max * unit)]) == 0
+  assert 'EXTRAPOLATES beyond the trained size and budget' in capsys.readouterr().out
+  assert cli.main(['report', '--workdir', w]) == 0
+  md = (tmp_path / 'w' / 'report.md').read_text()
+  assert 'Leave-future-out' in md and 'Decisions' in md
+  # Bad input: one line, nothing written.
+  bad = _write_csv(tmp_path / 'bad.csv', t, drop='domain_loss')
+  assert cli.main(['fit', '--results', str(bad), '--workdir', str(tmp_path / 'x')]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.count('\n') == 0 and 'missing column' in err
+  assert not (tmp_path / 'x' / 'fits.json').exists()
+  assert cli.main(['predict', '--workdir', str(tmp_path / 'x'), '--params', '1e6',
+                   '--tokens', '1e6']) == 2
+
+
+def test_predict_reads_the_cmr_law_and_its_replicates():
+  from mixlaw.laws import predict
+  law = dict(size='S', params=dict(a=-0.5, s=-0.5, b=0.6),
+             boot_params=[[-0.5 + 0.01 * k, -0.5, 0.6] for k in range(-20, 21)])
+  fits = dict(options=dict(tokens_per_unit=1e6, t_unit='T = CPT tokens / 1e+06', ci_level=0.9,
+                           size_column='n_params_nonemb', lam=1000.0, eps=0.05),
+              sizes=[dict(size='S', N=1e6, T_max=100.0, ratios=[0.0, 0.5])],
+              cmr_series=[dict(size='S', T=[25.0, 100.0])], cmr_law=[law],
+              surface=dict(reason='not requested'))
+  p = predict.predict(fits, 1.005e6, 64e6)  # within 1% of S; T = 64
+  assert p['cmr_law']['cmr'] == pytest.approx(-0.5 / 8 + 0.6)
+  reps = sorted(-0.5 / 8 + 0.6 + 0.01 * k / 8 for k in range(-20, 21))
+  assert p['cmr_law']['lo'] == pytest.approx(np.percentile(reps, 5), abs=2e-3)
+  assert p['cmr_law']['hi'] == pytest.approx(np.percentile(reps, 95), abs=2e-3)
+  assert not p['extrapolated_size'] and not p['extrapolated_budget']
+  assert predict.predict(fits, 1e6, 200e6)['extrapolated_budget']
+  assert 'cmr_law' not in predict.predict(fits, 2e6, 64e6)
+  with pytest.raises(L.FitError, match='positive'):
+    predict.predict(fits, -1, 64e6)

@@ -141,8 +141,10 @@ def test_fit_form_csv_recovers_chinchilla(tmp_path):
   path.write_text('N,D,loss\n' + ''.join(f'{a},{b},{c}\n' for a, b, c in
                                          zip(n.ravel(), d.ravel(), loss)))
   out = L.fit_form_csv('chinchilla', path)
-  assert set(out) == {'form', 'params', 'objective', 'mse', 'r2', 'converged', 'at_bound'}
+  assert set(out) == {'form', 'params', 'objective', 'mse', 'r2', 'converged', 'at_bound',
+                      'flags', 'huber_delta'}
   assert out['form'] == 'chinchilla' and out['converged'] and out['r2'] > 0.9999
+  assert out['huber_delta'] == 1e-3 and out['flags'] == []  # the published method's delta
   assert out['at_bound'] == []
   for k in ('E', 'alpha', 'beta'):
     assert out['params'][k] == pytest.approx(truth[k], rel=0.05), k
@@ -242,3 +244,132 @@ def test_per_curve_huber_delta():
         np.where(r <= d, 0.5 * r ** 2, d * (r - 0.5 * d)).sum(), rel=1e-9)
   with pytest.raises(L.FitError, match='huber_delta'):
     L.fit_curves('power', {'x': T}, y, huber_delta=np.array([1e-3, -1.0]))
+
+
+# ------------------------------------------------------------------ a fitter that cannot call
+# garbage converged (issue 17, item 5)
+
+CMR_CPU = __import__('pathlib').Path(__file__).parents[1] / 'experiments/results/cmr_cpu'
+
+
+def _cpu_m_general_at_t_max():
+  """The committed cmr_cpu cpu_m general losses at T_max per ratio: the mean over runs of each
+  run's last validation eval (what ratio_tables fits)."""
+  import collections
+  import json
+  last = {}
+  with open(CMR_CPU / 'results.jsonl') as f:
+    for line in f:
+      r = json.loads(line)
+      if (r['size_name'] == 'cpu_m' and r['split'] == 'validation' and r['phase'] == 'cpt'):
+        k = (r['ratio'], r['run_id'])
+        if k not in last or r['step'] > last[k]['step']:
+          last[k] = r
+  by = collections.defaultdict(list)
+  for (ratio, _), r in last.items():
+    by[ratio].append(r['general_loss'])
+  ratios = np.array(sorted(by))
+  return ratios, np.array([np.mean(by[x]) for x in ratios])
+
+
+def test_committed_cpu_m_heldout_r0_is_predicted_within_005_nats():
+  """The committed fit (a = 14.41, s = 3.0, b = 14.56) predicted 14.56 nats at R = 0 where 2.786
+  was measured, and was marked converged. Fitted as ratio_tables does (the ratio law on the
+  other six ratios), and with the old bare Huber delta 1e-3, the prediction must be within 0.05
+  nats, converged, in range, and no worse than the least-squares fit's Huber objective."""
+  from mixlaw.laws import api
+  ratios, y = _cpu_m_general_at_t_max()
+  assert ratios[0] == 0.0 and ratios.size == 7
+  assert y[0] == pytest.approx(2.785746604204178, abs=1e-9)  # the committed measured value
+  w = np.ones_like(y)
+  w[0] = 0.0
+  res = api._ratio_law_rows([ratios], [y], [w])
+  pred = float(L.evaluate('ratio_law', res.params(0), R=0.0))
+  assert abs(pred - y[0]) < 0.05, (pred, res.params(0))
+  assert res.converged_C[0] and not res.off_range_C[0] and res.flags(0) == []
+  assert np.isinf(res.delta_C[0])  # the ratio law: plain least squares
+  # The old default, a bare delta of 1e-3 nats: the same data, no garbage.
+  old = L.fit_one('ratio_law', {'R': ratios}, y, w, huber_delta=1e-3)
+  pred_old = float(L.evaluate('ratio_law', old.params(0), R=0.0))
+  assert abs(pred_old - y[0]) < 0.05, (pred_old, old.params(0))
+  assert old.converged_C[0] and not old.off_range_C[0]
+  fitted = L.evaluate('ratio_law', old.params(0), R=ratios[1:])
+  assert fitted.min() > y[1:].min() - 0.05 and fitted.max() < y[1:].max() + 0.05
+  r = np.abs(L.evaluate('ratio_law', res.params(0), R=ratios[1:]) - y[1:])
+  huber_at_ls = np.where(r <= 1e-3, 0.5 * r ** 2, 1e-3 * (r - 0.5e-3)).sum()
+  assert old.objective_C[0] <= huber_at_ls * (1 + 1e-9)
+
+
+def test_a_garbage_fit_is_flagged_and_not_converged():
+  """A start far from the data with no iterations left: the fitter reports it as it is."""
+  r = np.linspace(0.0, 1.0, 12)
+  y = 1.5 + 0.8 * np.exp(-2.0 * r) + np.random.default_rng(9).normal(0, 1e-3, r.size)
+  far = np.array([[[50.0, 50.0, 5.0]]])  # c, k, t: predictions of 100 .. 7000 nats
+  bad = L.fit_curves('dml_exp', {'r': r[None]}, y[None], init_CxSxP=far, max_iter=0,
+                     polish_iter=0, safe_starts=False)
+  assert not bad.converged_C[0] and bad.off_range_C[0]
+  flags = ' '.join(bad.flags(0))
+  assert 'off range' in flags and 'iteration budget' in flags, flags
+  assert bad.row(0)['flags'] == bad.flags(0)
+  # The same warm start beside the safe start, with the usual budget: a sane fit.
+  good = L.fit_curves('dml_exp', {'r': r[None]}, y[None], init_CxSxP=far)
+  assert good.converged_C[0] and not good.off_range_C[0] and good.flags(0) == []
+  assert good.params(0)['t'] == pytest.approx(-2.0, abs=0.1)
+
+
+def test_lbfgs_rejects_failed_line_searches_and_does_not_call_a_kink_converged():
+  """On a non-smooth objective (an L1 kink: no point has a small gradient) every line search
+  eventually fails; the value never rises and the run is not converged. A smooth one converges
+  by the gradient criterion."""
+  with jax.enable_x64(True):
+    x0 = jnp.zeros(3, jnp.float64)
+    kink = lambda x: jnp.sum(jnp.abs(x - jnp.array([1.0, -2.0, 0.5])))
+    x, f, status, n = fit_lib._lbfgs(kink, x0, 500)
+    assert float(f) <= float(kink(x0)) and int(status) == fit_lib.LS_FAILED
+    assert float(f) == pytest.approx(float(kink(x)))
+    smooth = lambda x: jnp.sum((x - jnp.array([1.0, -2.0, 0.5])) ** 2 * jnp.array([1, 10, 100]))
+    x, f, status, n = fit_lib._lbfgs(smooth, x0, 500)
+    assert int(status) == fit_lib.CONV_GRAD and float(f) < 1e-18
+
+
+def test_warm_starts_keep_the_safe_start():
+  """A warm start in the wrong basin (exponent at the far edge) is refitted beside the
+  projected-scan start, which finds the right one; without it, the warm start is kept."""
+  y = 2.0 * T ** -0.4 + 1.0 + 1e-6 * np.sin(T)
+  warm = np.array([[[1.0, 2.99, 0.0]]])
+  with_safe = L.fit_curves('power', {'x': T[None]}, y[None], init_CxSxP=warm, max_iter=3)
+  alone = L.fit_curves('power', {'x': T[None]}, y[None], init_CxSxP=warm, max_iter=3,
+                       safe_starts=False, polish_iter=5)
+  assert with_safe.params(0)['s'] == pytest.approx(-0.4, abs=1e-3)
+  assert with_safe.converged_C[0]
+  assert alone.objective_C[0] > 1e3 * with_safe.objective_C[0]
+
+
+def test_every_law_has_a_documented_loss():
+  """ratio_law, cmr_law: least squares; chinchilla: the published 1e-3 on log residuals; the
+  others: Huber with a noise-scaled delta (huber_c x 1.4826 MAD of the least-squares
+  residuals), which resists outliers."""
+  want = {'ratio_law': None, 'cmr_law': None, 'chinchilla': 1e-3}
+  for f in L.list_forms():
+    assert f['huber_delta'] == want.get(f['name'], 'noise'), f['name']
+  rng = np.random.default_rng(10)
+  sigma = 1e-3
+  y = 2.0 * T ** -0.4 + 1.0 + rng.normal(0, sigma, T.size)
+  clean = L.fit_one('power', {'x': T}, y)  # 'auto' = the form's 'noise'
+  assert 0.5 * 1.345 * sigma < clean.delta_C[0] < 2 * 1.345 * sigma and clean.converged_C[0]
+  y[[5, 20, 41]] += [0.3, -0.5, 0.4]
+  res = L.fit_one('power', {'x': T}, y)
+  # The scale comes from the least-squares residuals, which the outliers pull: it errs large,
+  # but stays far below the outliers.
+  assert 0.5 * 1.345 * sigma < res.delta_C[0] < 0.03
+  assert res.params(0)['s'] == pytest.approx(-0.4, abs=0.01) and res.converged_C[0]
+  ls = L.fit_one('power', {'x': T}, y, huber_delta=None)
+  assert np.isinf(ls.delta_C[0]) and ls.row(0)['huber_delta'] is None
+  r = L.evaluate('power', ls.params(0), x=T) - y
+  assert ls.objective_C[0] == pytest.approx(0.5 * np.sum(r ** 2), rel=1e-9)
+  assert abs(ls.params(0)['b'] - 1.0) > 3 * abs(res.params(0)['b'] - 1.0)
+  with pytest.raises(L.FitError, match='huber_delta'):
+    L.fit_one('power', {'x': T}, y, huber_delta='huge')
+  # Too few residual degrees of freedom for a noise scale: least squares.
+  few = L.fit_one('power', {'x': T[:6]}, y[:6], huber_delta='noise')
+  assert np.isinf(few.delta_C[0])

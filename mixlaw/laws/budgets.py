@@ -31,7 +31,8 @@ def cut(sweep: table_lib.Sweep, frac: float):
         runs.append(dataclasses.replace(r, t_N=r.t_N[k], gen_N=r.gen_N[k], dom_N=r.dom_N[k]))
       n = min(r.t_N.size for r in runs)
       if n < table_lib.MIN_POINTS:
-        short = f'R={c.ratio:g}: {n} eval(s) with T <= {t_b:.4g}; Eq. 6 needs {table_lib.MIN_POINTS}'
+        short = (f'R={c.ratio:g}: {n} eval(s) with T <= {t_b:.4g}; Eq. 6 needs '
+                 f'{table_lib.MIN_POINTS}')
         break
       last_g = np.mean([r.gen_N[-1] for r in runs])
       last_d = np.mean([r.dom_N[-1] for r in runs])

@@ -10,6 +10,7 @@ value, a size without a base row, a curve with fewer than MIN_EVALS evals.
 
 import csv
 import math
+import os
 
 import numpy as np
 
@@ -80,17 +81,20 @@ def read(path) -> dict:
       raise FitError(f'{path}: size {s!r}, ratio {r:g}, seed {seed}: {len(pts)} eval(s); '
                      f'a curve needs at least {MIN_EVALS}')
   rows = []
+  # One domain per CSV, named after the file (the report's title says it).
+  common = dict(domain=os.path.splitext(os.path.basename(str(path)))[0], lr=None,
+                wallclock=None)
   for s in sizes:
     b = np.array(base[s])
     n = float(b[:, 0].max())
     rows.append(dict(run_id=f'base_{s}', size_name=s, n_params=n, n_params_nonemb=n,
                      ratio=0.0, step=0, tokens_seen=0, split='validation', phase='base',
                      general_loss=float(b[:, 1].mean()), domain_loss=float(b[:, 2].mean()),
-                     cpt_seed=0))
+                     cpt_seed=0, **common))
   for (s, r, seed), pts in sorted(evals.items()):
     for tok, n, g, d in sorted(pts):
       rows.append(dict(run_id=f'cpt_{s}_r{r:.4f}_s{seed}', size_name=s, n_params=n,
                        n_params_nonemb=n, ratio=r, step=int(tok), tokens_seen=int(tok),
                        split='validation', phase='cpt', general_loss=g, domain_loss=d,
-                       cpt_seed=seed))
+                       cpt_seed=seed, **common))
   return rows

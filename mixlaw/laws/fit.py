@@ -1,21 +1,41 @@
-"""Generic fitter: summed Huber loss, float64, bounded, vmapped multi-start L-BFGS, vmapped over
-curves.
+"""Generic fitter: summed Huber (or least-squares) loss, float64, bounded, vmapped multi-start
+L-BFGS, vmapped over curves.
 
 One jitted call fits C curves (rows of C x N arrays; padding and bootstrap multiplicities are
 weights), all under a scoped `jax.enable_x64`:
-  phase 1, every start of a grid: L-BFGS on least squares (smooth, to find the basin); where the
-    form has linear parameters they are projected out (variable projection: solved by weighted,
-    box-constrained least squares given the others, exactly, by enumerating which bounds are
-    active; gradient by Danskin's theorem), so L-BFGS runs over the few non-linear ones;
-  phase 2, the best start: L-BFGS on the summed Huber objective over every parameter, in
-    coordinates whitened by the Gauss-Newton matrix at that start, to a tight tolerance.
+  phase 1, every start (a grid, or the caller's warm starts, plus safe starts below): L-BFGS on
+    least squares (smooth, to find the basin); where the form has linear parameters they are
+    projected out (variable projection: solved by weighted, box-constrained least squares given
+    the others, exactly, by enumerating which bounds are active; gradient by Danskin's theorem),
+    so L-BFGS runs over the few non-linear ones. One more start always comes from a scan: the
+    projected least-squares objective on SCAN_POINTS points spread over the whole box of the
+    non-linear parameters (for a x^s + b: the exact linear least-squares solution on a grid of
+    64 exponents in [-3, 3]); forms without linear parameters get the grid's centre as a safe
+    start beside warm starts;
+  the loss: the least-squares best start gives the residual scale; with huber_delta 'noise' the
+    Huber delta is huber_c x 1.4826 MAD of its residuals (least squares when fewer than
+    NOISE_MIN_DOF residual degrees of freedom remain);
+  phase 2, the best start by that loss: L-BFGS on it over every parameter, in coordinates
+    whitened by the Gauss-Newton matrix at that start, to a tight tolerance.
+L-BFGS keeps a step only when its backtracking line search found sufficient (Armijo) decrease;
+otherwise theta and the value stay, the memory is cleared, and a second failure in a row stops
+the run. Converged: max |gradient| <= GTOL, or the value changed by <= FTOL (relative) in the
+last step (or could not be decreased at all) at a point where max |gradient| <= RTOL x the
+residual scale sqrt(2 objective / (n - p)); in the whitened coordinates the gradient is about
+the distance to the optimum in standard errors (less where the curvature exceeds Gauss-Newton's),
+so this says: within RTOL standard errors of the optimum, and no decrease left to find.
+A fit is also not converged, and says why in `flags_C`, when its in-sample predictions leave the
+data's range by more than OFF_RANGE_K sigma (sigma: the least-squares best start's residual
+scale, between SIGMA_FLOOR and 1 times the data's standard deviation) or its objective ends
+above the least-squares start's.
 Bounds (forms.py) are a reparametrisation, so the optimiser itself is unconstrained: a bounded
 parameter is lo + (hi - lo) * sigmoid(z) (of its logarithm for positive scales), a linear one
 is amp * tanh(u) / m, where m is the largest magnitude of its term on the data and amp =
 amp_bound * max |y|. A parameter within 1e-3 of its box (relative to the box) is `at_bound`.
-Residuals are divided by the curve's spread before the Huber loss (delta alike), which leaves
-the minimiser unchanged and makes the tolerances scale-free; the reported objective is in the
-data's units: sum_i w_i huber(residual_i, delta_i).
+Residuals are divided by the curve's spread before the loss (delta alike), which leaves the
+minimiser unchanged and makes the tolerances scale-free; the reported objective is in the
+data's units: sum_i w_i huber(residual_i, delta_i) (0.5 sum_i w_i residual_i^2 for least
+squares).
 """
 
 import dataclasses
@@ -27,23 +47,37 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from mixlaw.laws import forms as forms_lib
 from mixlaw.laws.options import FitError, N_STARTS
 
-GTOL = 1e-10  # max |gradient| of the normalised objective.
-FTOL = 1e-13  # relative decrease counted as a stall; 3 stalls in a row = converged.
+GTOL = 1e-10  # max |gradient| of the normalised objective: converged.
+FTOL = 1e-13  # or: a step changed it by <= FTOL relative (or none could decrease it) where
+RTOL = 1e-3  # max |gradient| <= RTOL x the residual scale sqrt(2 value / (n - p)): in
+#              Gauss-Newton-whitened coordinates, within 1e-3 standard errors of the optimum.
+ARMIJO = 1e-4  # sufficient decrease: f(theta + t d) <= f + ARMIJO t g'd.
+LS_STEPS = (8, 20)  # backtracking steps per line search (quadratic interpolation, x 0.1 .. 0.5)
+#                    in phase 1 (a basin search from every start) and in phase 2; under vmap
+#                    every lane pays for the longest search, so phase 1 keeps them short.
+MAX_FAILS = 2  # line searches in a row without sufficient decrease end a run.
 MAX_ITER = 20  # per start, phase 1, forms with linear parameters (projected out).
 MAX_ITER_FULL = 200  # per start, phase 1, forms without (all parameters).
 MEMORY = 10  # L-BFGS history.
 POLISH_ITER = 1000  # the best start, phase 2 (all parameters).
 POLISH_ITER_BOOT = 200  # bootstrap refits: warm-started at the point fit, they need fewer.
-SEARCH_TOL = (1e-7, 1e-10)  # phase 1 (gtol, ftol): a basin search, polished in phase 2.
-HUBER_DELTA = 1e-3  # the default delta of a bare fit (fit_curves, fit-form); the CMR machinery
-#                     scales its own to each curve's noise (options.huber_c).
+POLISH_ROUNDS = 4  # phase 2 re-whitens where it stands after each quarter of its budget.
+SEARCH_TOL = (1e-7, 1e-10, 1e-4)  # phase 1 (gtol, ftol, rtol x sqrt(2 value)): basin search.
+HUBER_C = 1.345  # 'noise' delta = HUBER_C x the robust noise scale (95% efficiency, Gaussian).
+NOISE_MIN_DOF = 5  # fewer residual degrees of freedom: no noise scale, least squares.
+SCAN_POINTS = 64  # the projected least-squares scan over the box of the non-linear parameters.
+OFF_RANGE_K = 5.0  # in-sample predictions beyond the data's range by more sigmas: flagged.
+SIGMA_FLOOR = 1e-3  # sigma of the range check: at least this fraction of the data's standard
+#                     deviation, and at most all of it (a garbage start cannot widen the range).
 AT_BOUND = 1e-3  # a parameter this close to its box (fraction of the box) is at the bound.
 START_CLIP = 1e-6  # warm starts on a bound begin this far inside it (so they can leave).
+# _lbfgs status: 0 still running (iteration budget), 1 gradient criterion, 2 decrease criterion,
+# 3 line search failed at a point whose gradient is not small, 4 non-finite.
+RUNNING, CONV_GRAD, CONV_DECREASE, LS_FAILED, NONFINITE = range(5)
 
 
 @dataclasses.dataclass
@@ -51,7 +85,11 @@ class FitResult:
   """Fits of C curves: params_CxP in value space (names in `names`), per-curve statistics.
 
   lo_CxP, hi_CxP: the box each parameter was held to (for linear ones: the amplitude bound on
-  that curve); at_bound_CxP: the fit sits on it.
+  that curve); at_bound_CxP: the fit sits on it. converged_C: the L-BFGS criteria held and the
+  fit is in range and no worse than its least-squares start; flags_C: why not (empty when
+  converged). delta_C: the Huber delta used (inf: least squares); sigma_C: the residual scale
+  of the range check; off_range_C: in-sample predictions beyond the data's range by more than
+  OFF_RANGE_K sigma_C.
   """
   form: str
   names: tuple[str, ...]
@@ -65,6 +103,10 @@ class FitResult:
   at_bound_CxP: np.ndarray
   lo_CxP: np.ndarray
   hi_CxP: np.ndarray
+  delta_C: np.ndarray | None = None
+  sigma_C: np.ndarray | None = None
+  off_range_C: np.ndarray | None = None
+  flags_C: tuple | None = None  # per curve: a tuple of reasons (str).
 
   def params(self, i: int = 0) -> dict[str, float]:
     return {k: float(v) for k, v in zip(self.names, self.params_CxP[i])}
@@ -73,35 +115,43 @@ class FitResult:
     """Names of the parameters of curve i that sit on a bound."""
     return [k for k, b in zip(self.names, self.at_bound_CxP[i]) if b]
 
+  def flags(self, i: int = 0) -> list[str]:
+    """Why curve i is not converged (empty when it is)."""
+    if self.flags_C is None:
+      return [] if self.converged_C[i] else ['not converged']
+    return list(self.flags_C[i])
+
   def row(self, i: int = 0) -> dict:
+    d = None if self.delta_C is None else float(self.delta_C[i])
     return dict(params=self.params(i), objective=float(self.objective_C[i]),
                 mse=float(self.mse_C[i]), r2=float(self.r2_C[i]),
                 converged=bool(self.converged_C[i]), n_points=int(self.n_points_C[i]),
-                at_bound=self.bounded(i))
+                at_bound=self.bounded(i), flags=self.flags(i),
+                huber_delta=d if d is not None and np.isfinite(d) else None)
+
+
+def _unit_grid(k: int, n: int) -> np.ndarray:
+  """~n points in (0, 1)^k: a Cartesian grid of cell centres with m = ceil(n^(1/k)) points each
+  when m^k <= 2 n; otherwise n points of the R_k low-discrepancy sequence (Roberts 2018)."""
+  m = math.ceil(n ** (1.0 / k) - 1e-9)
+  if m ** k <= 2 * n:
+    c = (np.arange(m) + 0.5) / m
+    return np.stack(np.meshgrid(*[c] * k, indexing='ij'), -1).reshape(-1, k)
+  phi = 2.0
+  for _ in range(64):
+    phi = (1 + phi) ** (1.0 / (k + 1))
+  alpha = phi ** -np.arange(1, k + 1)
+  return (0.5 + np.arange(1, n + 1)[:, None] * alpha[None]) % 1.0
 
 
 def start_grid(form: forms_lib.Form, n_starts: int = N_STARTS) -> np.ndarray:
-  """S x P starting values over each non-linear parameter's range (geometric for 'log').
-
-  k non-linear parameters: a Cartesian grid of cell centres with m = ceil(n^(1/k)) points each
-  when m^k <= 2 n; otherwise n points of the R_k low-discrepancy sequence (Roberts 2018).
-  Linear parameters start at 0 (they are then solved by least squares).
-  """
+  """S x P starting values over each non-linear parameter's range (geometric for 'log'):
+  `_unit_grid` mapped onto the ranges. Linear parameters start at 0 (they are then solved by
+  least squares)."""
   names = [k for k in form.params if form.kinds[k] != 'linear']
-  k = len(names)
-  starts = np.zeros((1, len(form.params)))
-  if not k:
-    return starts
-  m = math.ceil(n_starts ** (1.0 / k) - 1e-9)
-  if m ** k <= 2 * n_starts:
-    c = (np.arange(m) + 0.5) / m
-    u = np.stack(np.meshgrid(*[c] * k, indexing='ij'), -1).reshape(-1, k)
-  else:
-    phi = 2.0
-    for _ in range(64):
-      phi = (1 + phi) ** (1.0 / (k + 1))
-    alpha = phi ** -np.arange(1, k + 1)
-    u = (0.5 + np.arange(1, n_starts + 1)[:, None] * alpha[None]) % 1.0
+  if not names:
+    return np.zeros((1, len(form.params)))
+  u = _unit_grid(len(names), n_starts)
   starts = np.zeros((u.shape[0], len(form.params)))
   for j, name in enumerate(names):
     lo, hi = form.ranges[name]
@@ -111,9 +161,25 @@ def start_grid(form: forms_lib.Form, n_starts: int = N_STARTS) -> np.ndarray:
   return starts
 
 
+def _scan_points(form) -> np.ndarray:
+  """K x Q optimiser coordinates of the non-linear parameters spread over their whole box."""
+  k = sum(form.kinds[p] != 'linear' for p in form.params)
+  u = _unit_grid(k, SCAN_POINTS) if k else np.zeros((1, 0))
+  return np.log(u) - np.log1p(-u)
+
+
 def huber(r, delta):
+  """Huber loss; delta = inf is least squares (0.5 r^2) with finite gradients."""
   a = jnp.abs(r)
-  return jnp.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
+  m = jnp.minimum(a, delta)
+  return m * (a - 0.5 * m)
+
+
+def _wmedian(a_N, w_N):
+  """Weighted (multiplicity) median of a_N over the points with w_N > 0 (the lower one)."""
+  order = jnp.argsort(jnp.where(w_N > 0, a_N, jnp.inf))
+  cw = jnp.cumsum(w_N[order])
+  return a_N[order][jnp.argmax(cw >= 0.5 * cw[-1])]
 
 
 def _is_log(form):
@@ -224,43 +290,104 @@ def _project(f0, cols_LxN, m_L, amp, y_N, w_N):
   return jnp.where(ok, c, jnp.nan)
 
 
-def _lbfgs(fun, theta0, max_iter, gtol=None, ftol=None):
-  """Minimises fun from theta0 with optax L-BFGS (backtracking Armijo line search).
+def _direction(g_P, s_MxP, y_MxP, rho_M):
+  """-H g by the L-BFGS two-loop recursion; slot 0 holds the newest pair, empty slots have
+  rho 0. Initial scaling s'y / y'y of the newest pair; without pairs g / max(1, |g|)."""
+  m = rho_M.shape[0]
+  q, alphas = g_P, []
+  for i in range(m):
+    a = rho_M[i] * (s_MxP[i] @ q)
+    q = q - a * y_MxP[i]
+    alphas.append(a)
+  yy = y_MxP[0] @ y_MxP[0]
+  gamma = jnp.where((rho_M[0] > 0) & (yy > 0), 1.0 / (rho_M[0] * yy + 1e-300),
+                    1.0 / jnp.maximum(1.0, jnp.linalg.norm(g_P)))
+  r = gamma * q
+  for i in reversed(range(m)):
+    r = r + (alphas[i] - rho_M[i] * (y_MxP[i] @ r)) * s_MxP[i]
+  return -r
 
-  Returns (theta, value, converged, iterations). Converged: the largest |gradient| is <= gtol
-  (GTOL), or three iterations in a row change the value by <= ftol (FTOL) relative. A
-  non-finite step or five line searches in a row that fail to decrease the value stop the run
-  unconverged. Finished runs get a zero gradient, so under vmap they pass their line search at
-  once.
+
+def _lbfgs(fun, theta0, max_iter, gtol=GTOL, ftol=FTOL, rtol=RTOL, ls_steps=LS_STEPS[1]):
+  """Minimises fun from theta0 by L-BFGS with a backtracking Armijo line search.
+
+  Returns (theta, value, status, iterations); status as RUNNING.. above. A step is taken only
+  when the line search achieves sufficient decrease (value strictly lower); otherwise theta and
+  the value stay, the memory is cleared (the next try is steepest descent) and MAX_FAILS
+  failures in a row stop the run: converged (CONV_DECREASE) when the gradient is small
+  relative to the objective (max |g| <= rtol sqrt(2 f); rtol may be traced), else LS_FAILED.
+  Converged otherwise: max |g| <= gtol (CONV_GRAD), or a step that changed f by <= ftol
+  relative at a point with max |g| <= rtol sqrt(2 f) (CONV_DECREASE). Curvature pairs with
+  s'y <= 0 are not stored.
+  Jittable and vmappable (finished runs skip their line search).
   """
-  gtol, ftol = GTOL if gtol is None else gtol, FTOL if ftol is None else ftol
-  ls = optax.scale_by_backtracking_linesearch(max_backtracking_steps=6, decrease_factor=0.25)
-  opt = optax.lbfgs(memory_size=MEMORY, linesearch=ls)
   vg = jax.value_and_grad(fun)
+  m, p = MEMORY, theta0.shape[0]
+
+  def small(f, g):
+    return jnp.max(jnp.abs(g)) <= rtol * jnp.sqrt(2.0 * jnp.maximum(f, 0.0))
+
+  def status_at(f, g, dec):
+    finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(g))
+    return jnp.where(~finite, NONFINITE, jnp.where(
+        jnp.max(jnp.abs(g)) <= gtol, CONV_GRAD,
+        jnp.where((dec <= ftol) & small(f, g), CONV_DECREASE, RUNNING))).astype(jnp.int32)
 
   def cond(c):
-    return (~c[6]) & (c[3] < max_iter)
+    return (c[8] == RUNNING) & (c[6] < max_iter)
 
   def body(c):
-    theta, st, _, it, stall, fails, _, _ = c
-    f, g = vg(theta)
-    finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(g))
-    conv = finite & ((jnp.max(jnp.abs(g)) <= gtol) | (stall >= 3))
-    done = conv | ~finite | (fails >= 5)
-    upd, st = opt.update(jnp.where(done, 0.0, g), st, theta, value=f, grad=g, value_fn=fun)
-    new = optax.apply_updates(theta, upd)
-    f2 = optax.tree.get(st, 'value')
-    bad = ~jnp.isfinite(f2) | ~jnp.all(jnp.isfinite(new))
-    new, f2 = jnp.where(done | bad, theta, new), jnp.where(done | bad, f, f2)
-    tiny = jnp.abs(f - f2) <= ftol * jnp.maximum(jnp.abs(f2), 1e-300)
-    stall = jnp.where(tiny, stall + 1, 0)
-    fails = jnp.where(~tiny & (f2 > f), fails + 1, 0)
-    return new, st, f2, it + jnp.where(done, 0, 1), stall, fails, done | bad, conv
+    theta, f, g, s_M, y_M, rho_M, it, fails, status = c
+    d = _direction(g, s_M, y_M, rho_M)
+    slope = g @ d
+    descent = (slope < 0) & jnp.all(jnp.isfinite(d))
+    d = jnp.where(descent, d, -g / jnp.maximum(1.0, jnp.linalg.norm(g)))
+    rho_M = jnp.where(descent, rho_M, 0.0)
+    slope = g @ d
+    running = status == RUNNING
 
-  c0 = (theta0, opt.init(theta0), jnp.asarray(jnp.inf, theta0.dtype), jnp.int32(0),
-        jnp.int32(0), jnp.int32(0), jnp.bool_(False), jnp.bool_(False))
+    def armijo(t, ft):
+      return (ft <= f + ARMIJO * t * slope) & (ft < f)
+
+    def ls_cond(l):
+      t, ft, j = l
+      return running & ~armijo(t, ft) & (j < ls_steps)
+
+    def ls_body(l):
+      t, ft, j = l
+      den = 2.0 * (ft - f - slope * t)
+      tq = jnp.where(jnp.isfinite(ft) & (den > 0), -slope * t * t / den, 0.1 * t)
+      t = jnp.clip(tq, 0.1 * t, 0.5 * t)
+      return t, fun(theta + t * d), j + 1
+
+    one = jnp.ones((), theta.dtype)
+    t, ft, _ = jax.lax.while_loop(ls_cond, ls_body, (one, fun(theta + d), jnp.int32(1)))
+    new = theta + t * d
+    f_n, g_n = vg(new)
+    ok = (armijo(t, ft) & jnp.isfinite(f_n) & jnp.all(jnp.isfinite(g_n))
+          & jnp.all(jnp.isfinite(new)))
+    s, y = new - theta, g_n - g
+    sy = s @ y
+    store = ok & (sy > 1e-12 * jnp.linalg.norm(s) * jnp.linalg.norm(y))
+    push = lambda a_M, a: jnp.where(store, jnp.concatenate([a[None], a_M[:-1]]), a_M)
+    s_M, y_M = push(s_M, s), push(y_M, y)
+    rho_M = push(rho_M, 1.0 / jnp.where(store, sy, 1.0))
+    rho_M = jnp.where(ok, rho_M, 0.0)
+    fails = jnp.where(ok, 0, fails + 1)
+    dec = (f - f_n) / jnp.maximum(jnp.abs(f_n), 1e-300)
+    stop = jnp.where(fails >= MAX_FAILS, jnp.where(small(f, g), CONV_DECREASE, LS_FAILED),
+                     RUNNING).astype(jnp.int32)
+    status = jnp.where(running, jnp.where(ok, status_at(f_n, g_n, dec), stop), status)
+    theta = jnp.where(ok, new, theta)
+    f, g = jnp.where(ok, f_n, f), jnp.where(ok, g_n, g)
+    return theta, f, g, s_M, y_M, rho_M, it + 1, fails, status
+
+  f0, g0 = vg(theta0)
+  zeros = jnp.zeros((m, p), theta0.dtype)
+  c0 = (theta0, f0, g0, zeros, zeros, jnp.zeros(m, theta0.dtype), jnp.int32(0), jnp.int32(0),
+        status_at(f0, g0, jnp.inf))
   out = jax.lax.while_loop(cond, body, c0)
-  return out[0], out[2], out[7], out[3]
+  return out[0], out[1], out[8], out[6]
 
 
 def _preconditioned(fun, res_fn, theta0):
@@ -276,19 +403,23 @@ def _preconditioned(fun, res_fn, theta0):
 
 @functools.lru_cache(maxsize=None)
 def _solver(name: str):
-  """Jitted (q0_CxSxP, xs{C x N}, y_CxN, w_CxN, delta_C, iters_2, lo_P, hi_P, amp_bound) ->
-  fitted C-arrays. q: optimiser coordinates (z of the non-linear parameters, u of the linear)."""
+  """Jitted (q0_CxSxP, xs{C x N}, y_CxN, w_CxN, delta_C, noise_c_C, iters_2, lo_P, hi_P,
+  amp_bound, scan_KxQ, use_scan) -> fitted C-arrays (see the return line). q: optimiser
+  coordinates (z of the non-linear parameters, u of the linear). delta: a fixed Huber delta
+  (inf: least squares), used where noise_c is 0; noise_c > 0: delta = noise_c x the robust
+  noise scale of the least-squares best start's residuals."""
   form = forms_lib.get_form(name)
   lin = _lin_index(form)
   nl = np.setdiff1d(np.arange(len(form.params)), lin)
+  n_par = len(form.params)
 
-  def one_curve(q0_SxP, xs, y, w, delta, iters, lo_P, hi_P, amp_bound):
+  def one_curve(q0_SxP, xs, y, w, delta, noise_c, iters, lo_P, hi_P, amp_bound, scan_KxQ,
+                use_scan):
     t = jnp.log(y) if form.space == 'log' else y
     sw = jnp.sum(w)
     mean = jnp.sum(w * t) / sw
     scale = jnp.sqrt(jnp.sum(w * (t - mean) ** 2) / sw)
     scale = jnp.where(scale > 0, scale, 1.0)
-    dn = delta / scale
     ymax = jnp.max(jnp.where(w > 0, jnp.abs(y), 0.0))
     amp = amp_bound * jnp.where(ymax > 0, ymax, 1.0)
 
@@ -309,7 +440,7 @@ def _solver(name: str):
       r = jnp.log(pred) - jnp.log(y) if form.space == 'log' else pred - y
       return jnp.where(w > 0, r / scale, 0.0)
 
-    def fun(q):  # the summed Huber objective (normalised units).
+    def objective(q, dn):  # the summed Huber objective (normalised units).
       v = jnp.sum(w * huber(res_of(pred_q(q)[0]), dn))
       return jnp.where(jnp.isfinite(v), v, jnp.inf)
 
@@ -318,7 +449,7 @@ def _solver(name: str):
       return jnp.where(jnp.isfinite(v), v, jnp.inf)
 
     def solve_lin(q_nl):  # box-constrained least squares: full q with u of the linear params.
-      q = jnp.zeros(len(form.params), q_nl.dtype).at[nl].set(q_nl)
+      q = jnp.zeros(n_par, q_nl.dtype).at[nl].set(q_nl)
       f0, cols, m = linear(_nl_values(form, q, lo_P, hi_P))
       c = _project(f0, cols, m, amp, y, w)
       frac = jnp.clip(c * m / amp, -1 + 1e-15, 1 - 1e-15)
@@ -331,23 +462,53 @@ def _solver(name: str):
       return jnp.where(jnp.isfinite(v), v, jnp.inf)
 
     # Phase 1, every start: least squares by L-BFGS (non-linear parameters only where the
-    # linear ones can be projected out).
+    # linear ones can be projected out), plus the best point of the projected scan.
     if lin.size and nl.size:
-      th_SxQ = jax.vmap(lambda q: _lbfgs(phi, q, iters[0], *SEARCH_TOL)[0])(q0_SxP[:, nl])
+      phi_K = jax.vmap(phi)(scan_KxQ)
+      scan = scan_KxQ[jnp.argmin(jnp.where(jnp.isfinite(phi_K), phi_K, jnp.inf))]
+      starts = jnp.concatenate([q0_SxP[:, nl], jnp.where(use_scan, scan, q0_SxP[0, nl])[None]])
+      th_SxQ = jax.vmap(lambda q: _lbfgs(phi, q, iters[0], *SEARCH_TOL, LS_STEPS[0])[0])(starts)
       q_SxP = jax.vmap(lambda q: solve_lin(q)[0])(th_SxQ)
     elif lin.size:
-      q_SxP = jax.vmap(lambda q: solve_lin(q[nl])[0])(q0_SxP)
+      q_SxP = jax.vmap(lambda q: solve_lin(q[nl])[0])(q0_SxP[:1])
     else:
-      q_SxP = jax.vmap(lambda q: _lbfgs(lsq, q, iters[0], *SEARCH_TOL)[0])(q0_SxP)
+      q_SxP = jax.vmap(lambda q: _lbfgs(lsq, q, iters[0], *SEARCH_TOL, LS_STEPS[0])[0])(q0_SxP)
+    # The least-squares best start: residual scale (range check) and noise scale (delta).
+    ls_S = jax.vmap(lsq)(q_SxP)
+    ls_S = jnp.where(jnp.isfinite(ls_S), ls_S, jnp.inf)
+    i_ls = jnp.argmin(ls_S)
+    dof = sw - n_par
+    r_ls = res_of(pred_q(q_SxP[i_ls])[0])
+    sig_mad = 1.4826 * _wmedian(jnp.abs(r_ls), w) * jnp.sqrt(sw / jnp.maximum(dof, 1.0))
+    robust = (dof >= NOISE_MIN_DOF) & (sig_mad > 1e-9) & jnp.isfinite(sig_mad)
+    dn = jnp.where(noise_c > 0, jnp.where(robust, noise_c * sig_mad, jnp.inf), delta / scale)
+    sig_ls = jnp.sqrt(2.0 * ls_S[i_ls] / jnp.maximum(dof, 1.0))
+    sigma = jnp.clip(jnp.where(jnp.isfinite(sig_ls), sig_ls, 1.0), SIGMA_FLOOR, 1.0)
+    fun = lambda q: objective(q, dn)
     f_S = jax.vmap(fun)(q_SxP)
     f_S = jnp.where(jnp.isfinite(f_S), f_S, jnp.inf)
     best = q_SxP[jnp.argmin(f_S)]
-    # Phase 2, the best start: every parameter, the exact summed-Huber objective, L-BFGS in
-    # Gauss-Newton-whitened coordinates.
+    # Phase 2, the best start: every parameter, the exact objective, L-BFGS in
+    # Gauss-Newton-whitened coordinates, re-whitened up to POLISH_ROUNDS times while it runs.
     best = jnp.where(jnp.isfinite(best), best, 0.0)
-    fz, to_q = _preconditioned(fun, lambda q: res_of(pred_q(q)[0]), best)
-    z, f, conv, n_it = _lbfgs(fz, jnp.zeros_like(best), iters[1])
-    q = to_q(z)
+    rtol = RTOL / jnp.sqrt(jnp.maximum(dof, 1.0))
+    chunk = jnp.maximum(iters[1] // POLISH_ROUNDS, 1)
+
+    def round_cond(c):
+      return (((c[2] == RUNNING) | (c[2] == LS_FAILED)) & (c[3] < iters[1])
+              & (c[4] < POLISH_ROUNDS))
+
+    def round_body(c):
+      q, _, _, n, k = c
+      fz, to_q = _preconditioned(fun, lambda q: res_of(pred_q(q)[0]), q)
+      left = iters[1] - n
+      z, f, st, m = _lbfgs(fz, jnp.zeros_like(q),
+                           jnp.where(k == POLISH_ROUNDS - 1, left, jnp.minimum(chunk, left)),
+                           rtol=rtol)
+      return to_q(z), f, st, n + m, k + 1
+
+    c0 = (best, fun(best), jnp.int32(RUNNING), jnp.int32(0), jnp.int32(0))
+    q, f, status, n_it, _ = jax.lax.while_loop(round_cond, round_body, c0)
     pred, vals = pred_q(q)
     # Where each parameter stands in its box; the amplitude box is per curve.
     frac = jax.nn.sigmoid(q)
@@ -366,9 +527,20 @@ def _solver(name: str):
     sst = jnp.sum(w * (y - ybar) ** 2)
     r2 = jnp.where(sst > 0, 1.0 - sse / sst, jnp.where(sse == 0, 1.0, -jnp.inf))
     ok = jnp.isfinite(f) & jnp.all(jnp.isfinite(vals))
-    return vals, f * scale ** 2, sse / sw, r2, conv & ok, n_it, at, lo, hi
+    # Range check in residual space: in-sample predictions against the data's range.
+    used = w > 0
+    tp = jnp.log(jnp.where(pred > 0, pred, jnp.nan)) if form.space == 'log' else pred
+    ranges = jnp.stack([jnp.min(jnp.where(used, t, jnp.inf)),
+                        jnp.max(jnp.where(used, t, -jnp.inf)),
+                        jnp.min(jnp.where(used, tp, jnp.inf)),
+                        jnp.max(jnp.where(used, tp, -jnp.inf))])  # data lo, hi; fit lo, hi.
+    margin = OFF_RANGE_K * sigma * scale
+    off = ~((ranges[2] >= ranges[0] - margin) & (ranges[3] <= ranges[1] + margin))
+    worse = f > f_S[i_ls] * (1 + 1e-6)
+    return (vals, f * scale ** 2, sse / sw, r2, status, ok, n_it, at, lo, hi, dn * scale,
+            sigma * scale, off, worse, ranges)
 
-  return jax.jit(jax.vmap(one_curve, in_axes=(0, 0, 0, 0, 0, None, None, None, None)))
+  return jax.jit(jax.vmap(one_curve, in_axes=(0, 0, 0, 0, 0, 0) + (None,) * 6))
 
 
 def _bucket(c: int, n: int) -> tuple[int, int]:
@@ -397,16 +569,68 @@ def _canonical(form, *arrays_CxP):
   return tuple(out)
 
 
+def _resolve_delta(form, huber_delta, huber_c, c):
+  """(delta_C, noise_c_C): a fixed delta (inf: least squares) or the 'noise' multiple."""
+  hd = form.huber_delta if isinstance(huber_delta, str) and huber_delta == 'auto' else huber_delta
+  if hd is None or (isinstance(hd, str) and hd == 'lsq'):
+    return np.full(c, np.inf), np.zeros(c)
+  if isinstance(hd, str):
+    if hd != 'noise':
+      raise FitError(f"{form.name}: huber_delta must be a positive number (or one per curve), "
+                     f"None / 'lsq' (least squares), 'noise' or 'auto'; got {hd!r}")
+    if not (np.isfinite(huber_c) and huber_c > 0):
+      raise FitError(f'{form.name}: huber_c must be positive, got {huber_c}')
+    return np.full(c, np.inf), np.full(c, float(huber_c))
+  try:
+    delta_C = np.broadcast_to(np.asarray(hd, np.float64), (c,)).copy()
+  except ValueError:
+    raise FitError(f'{form.name}: huber_delta must be a number or one per curve ({c}), '
+                   f'got shape {np.shape(hd)}') from None
+  if not np.all(~np.isnan(delta_C) & (delta_C > 0)):
+    raise FitError(f'{form.name}: huber_delta must be positive, got {huber_delta}')
+  return delta_C, np.zeros(c)
+
+
+def _reasons(status, ok, off, worse, ranges, sigma, n_it, log_space):
+  """Why a fit is not converged, one string each (empty when it is)."""
+  out = []
+  if not ok:
+    out.append('non-finite objective or parameters')
+  elif status == RUNNING:
+    out.append(f'not converged: iteration budget ({int(n_it)} polish iterations) ran out '
+               'before the criteria held')
+  elif status == LS_FAILED:
+    out.append('not converged: no sufficient decrease along the steepest-descent direction '
+               '(line search failed twice in a row) where the gradient is not small')
+  elif status == NONFINITE:
+    out.append('not converged: non-finite objective or gradient')
+  if off:
+    what = 'log-loss' if log_space else 'loss'
+    out.append(f'off range: in-sample predictions {ranges[2]:.4g} .. {ranges[3]:.4g} leave the '
+               f'data range [{ranges[0]:.4g}, {ranges[1]:.4g}] ({what}) by more than '
+               f'{OFF_RANGE_K:g} sigma (sigma {sigma:.3g}: the least-squares residual scale)')
+  if worse:
+    out.append('objective above its least-squares start (polishing made it worse)')
+  return tuple(out)
+
+
 def fit_curves(form, variables: Mapping[str, np.ndarray], y_CxN, w_CxN=None, *,
-               huber_delta=HUBER_DELTA, n_starts: int = N_STARTS, init_CxSxP=None,
-               max_iter: int | None = None, polish_iter: int = POLISH_ITER,
-               what: str = 'curve', pad: bool = True, bounds=None) -> FitResult:
+               huber_delta='auto', huber_c: float = HUBER_C, n_starts: int = N_STARTS,
+               init_CxSxP=None, max_iter: int | None = None, polish_iter: int = POLISH_ITER,
+               what: str = 'curve', pad: bool = True, bounds=None,
+               safe_starts: bool = True) -> FitResult:
   """Fits `form` to C curves at once.
 
   variables: name -> C x N array (every variable of the form). y_CxN: targets. w_CxN: point
   weights (0 = padding; integers = bootstrap multiplicities); default all ones.
-  huber_delta: a number, or one per curve (C,). init_CxSxP: optional starting values (value
-  space) replacing the grid, e.g. one warm start per curve (S = 1) for bootstrap refits.
+  huber_delta: the loss. 'auto' (default): the form's own (forms.Form.huber_delta: 'noise' for
+  every form but ratio_law and cmr_law, least squares, and chinchilla, the published 1e-3 on
+  log residuals); None or 'lsq': plain least squares; 'noise': Huber with delta = huber_c x
+  1.4826 MAD of the least-squares best start's residuals (x sqrt(n / (n - p))), least squares
+  when n - p < NOISE_MIN_DOF; a number, or one per curve (C,): that delta (inf: least squares).
+  init_CxSxP: optional starting values (value space), e.g. one warm start per curve (S = 1) for
+  bootstrap refits: they replace the grid, but not the safe starts (the projected scan's best
+  point for forms with linear parameters, else the grid's centre) unless safe_starts is False.
   max_iter: phase-1 L-BFGS iterations per start (default MAX_ITER, or MAX_ITER_FULL for forms
   without linear parameters); polish_iter: phase-2 iterations of the best start.
   `what` names the curves in error messages. pad: round C and N up to shared sizes so that
@@ -442,9 +666,7 @@ def fit_curves(form, variables: Mapping[str, np.ndarray], y_CxN, w_CxN=None, *,
     raise FitError(f'{form.name}: {what} {int(few[0])} has {int(n_C[few[0]])} point(s) but the '
                    f'form has {len(form.params)} parameters {form.params}; need at least '
                    f'{len(form.params)}')
-  delta_C = np.broadcast_to(np.asarray(huber_delta, np.float64), (y.shape[0],))
-  if not np.all(np.isfinite(delta_C) & (delta_C > 0)):
-    raise FitError(f'{form.name}: huber_delta must be positive, got {huber_delta}')
+  delta_C, noise_c_C = _resolve_delta(form, huber_delta, huber_c, y.shape[0])
   lo_P, hi_P = _box(form, bounds)
   if init_CxSxP is None:
     st = start_grid(form, n_starts)
@@ -452,6 +674,9 @@ def fit_curves(form, variables: Mapping[str, np.ndarray], y_CxN, w_CxN=None, *,
   else:
     init = np.asarray(init_CxSxP, np.float64)
     q0 = _to_z(form, init.reshape((y.shape[0], -1, len(form.params))), lo_P, hi_P, START_CLIP)
+    if safe_starts and not _lin_index(form).size:  # (with linear parameters: the scan.)
+      centre = _to_z(form, start_grid(form, 1), lo_P, hi_P)
+      q0 = np.concatenate([q0, np.broadcast_to(centre, (y.shape[0],) + centre.shape)], 1)
   # Pad to bucketed shapes (fewer compilations); padding gets harmless values and weight 0.
   c, n = y.shape
   cb, nb = _bucket(c, n) if pad else (c, n)
@@ -462,18 +687,24 @@ def fit_curves(form, variables: Mapping[str, np.ndarray], y_CxN, w_CxN=None, *,
   w_p[c:, 0] = 1.0  # padded curves: one dummy point keeps their statistics finite.
   q0 = np.concatenate([q0, np.repeat(q0[:1], cb - c, axis=0)])
   delta_p = np.concatenate([delta_C, np.full(cb - c, delta_C[0])])
+  noise_p = np.concatenate([noise_c_C, np.full(cb - c, noise_c_C[0])])
   solve = _solver(kern.name)
   if max_iter is None:
     max_iter = MAX_ITER if _lin_index(form).size else MAX_ITER_FULL
   with jax.enable_x64(True):
     out = solve(jnp.asarray(q0), {k: jnp.asarray(v) for k, v in xs.items()},
-                jnp.asarray(y_p), jnp.asarray(w_p), jnp.asarray(delta_p),
+                jnp.asarray(y_p), jnp.asarray(w_p), jnp.asarray(delta_p), jnp.asarray(noise_p),
                 jnp.asarray([max_iter, polish_iter], jnp.int32), jnp.asarray(lo_P),
-                jnp.asarray(hi_P), float(form.amp_bound))
-    vals, obj, mse, r2, conv, n_it, at, lo, hi = (np.array(o)[:c] for o in out)
+                jnp.asarray(hi_P), float(form.amp_bound), jnp.asarray(_scan_points(form)),
+                bool(safe_starts))
+    (vals, obj, mse, r2, status, ok, n_it, at, lo, hi, delta, sigma, off, worse,
+     ranges) = (np.array(o)[:c] for o in out)
   vals, at, lo, hi = _canonical(form, vals.astype(np.float64), at.astype(bool), lo, hi)
-  return FitResult(form.name, form.params, vals, obj, mse, r2, conv.astype(bool),
-                   n_C.astype(int), n_it.astype(int), at, lo, hi)
+  conv = np.isin(status, (CONV_GRAD, CONV_DECREASE)) & ok & ~off & ~worse
+  flags = tuple(_reasons(*a, form.space == 'log')
+                for a in zip(status, ok, off, worse, ranges, sigma, n_it))
+  return FitResult(form.name, form.params, vals, obj, mse, r2, conv, n_C.astype(int),
+                   n_it.astype(int), at, lo, hi, delta, sigma, off.astype(bool), flags)
 
 
 def fit_one(form, variables: Mapping[str, np.ndarray], y_N, w_N=None, **kw) -> FitResult:

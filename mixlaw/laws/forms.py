@@ -10,7 +10,9 @@ name -> array (jax.numpy). Parameter kinds tell the fitter how to parameterise a
   'free':   any sign (exponents); started on a linear grid over `ranges`.
 Every 'log' and 'free' parameter has a box `bounds` (value space) that the fitter enforces;
 `ranges` (the start grid) lies inside it. `space` is the residual space: 'loss' (pred - y) or
-'log' (log pred - log y).
+'log' (log pred - log y). `huber_delta` is the form's default loss (fit.py): 'noise' (Huber,
+delta = huber_c x a robust noise scale; every form unless stated), None (plain least squares:
+ratio_law, cmr_law) or a published fixed delta (chinchilla: 1e-3 on log residuals).
 """
 
 import dataclasses
@@ -44,6 +46,10 @@ class Form:
   kernel: str | None = None  # a form of identical structure whose compiled fitter is shared.
   bounds: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
   amp_bound: float = AMP_BOUND
+  # The loss a fit uses unless the caller says otherwise (fit.fit_curves huber_delta='auto'):
+  # 'noise' = Huber, delta = huber_c x a robust noise scale of the data; None = plain least
+  # squares; a number = that fixed delta (in residual units).
+  huber_delta: float | str | None = 'noise'
 
   def __post_init__(self):
     assert set(self.kinds) == set(self.params), self.name
@@ -55,6 +61,8 @@ class Form:
       if kind != 'linear':
         (lo, hi), (rlo, rhi) = self.bounds[k], self.ranges[k]
         assert lo < rlo < rhi < hi and (kind == 'free' or lo > 0), (self.name, k)
+    assert (self.huber_delta in (None, 'noise') or (not isinstance(self.huber_delta, str)
+                                                    and self.huber_delta > 0)), self.name
     if self.kernel:
       base = FORMS[self.kernel]
       assert ([base.kinds[k] for k in base.params] == [self.kinds[k] for k in self.params]
@@ -66,7 +74,8 @@ class Form:
                 equation=self.equation, source=self.source, space=self.space,
                 kinds={p: self.kinds[p] for p in self.params},
                 bounds={p: list(self.bounds[p]) for p in self.params if p in self.bounds},
-                amp_bound=self.amp_bound if 'linear' in self.kinds.values() else None)
+                amp_bound=self.amp_bound if 'linear' in self.kinds.values() else None,
+                huber_delta=self.huber_delta)
 
 
 def pow_(x, s):
@@ -134,14 +143,16 @@ register(Form(
     'ratio_law', ('R',), ('a', 's', 'b'), _power('R'),
     kinds=dict(a='linear', s='free', b='linear'), ranges=dict(s=(-1.0, 2.0)),
     bounds=dict(s=EXP_BOX), kernel='power', equation='L(R) = a * R^s + b',
-    source='Gu et al. 2024 (arXiv 2407.17467) Sec. 5.1: loss at T_max against the ratio R'))
+    source='Gu et al. 2024 (arXiv 2407.17467) Sec. 5.1: loss at T_max against the ratio R',
+    huber_delta=None))  # least squares: one point per ratio, too few to estimate a noise scale.
 
 register(Form(
     'cmr_law', ('T',), ('a', 's', 'b'), _power('T'),
     kinds=dict(a='linear', s='free', b='linear'), ranges=dict(s=(-1.5, 1.5)),
     bounds=dict(s=EXP_BOX), kernel='power',
     equation='R_CMR(T) = a * T^s + b  (the paper writes a4, s4, b3)',
-    source='Gu et al. 2024 Eq. 8 (CMR scaling law), Table 5'))
+    source='Gu et al. 2024 Eq. 8 (CMR scaling law), Table 5',
+    huber_delta=None))  # least squares: the CMR series is derived from fits, not noisy evals.
 
 # ---------------------------------------------------------------- the paper's Eq. 6
 
@@ -230,35 +241,45 @@ register(Form(
     bounds=dict(E=(1e-3, 1e2), A=(1e-3, 1e16), B=(1e-3, 1e16), alpha=EXP_BOX, beta=EXP_BOX),
     equation='L(N, D) = E + A / N^alpha + B / D^beta  (residuals in log L, i.e. LSE form)',
     source='Hoffmann et al. 2022 approach 3; Besiroglu et al. 2024 (arXiv 2404.10102)',
-    space='log'))
+    space='log', huber_delta=1e-3))  # the published method: Huber delta 1e-3 on log residuals.
 
 # ---------------------------------------------------------------- mixlaw's joint surfaces
 
 
+def boxcox(t, ta, s):
+  """((t / ta)^s - 1) / s, and log(t / ta) at s = 0 (smooth through it): 0 at ta, increasing in
+  t for every s, saturating at -1/s for s < 0."""
+  lx = jnp.log(t / ta)
+  small = jnp.abs(s) < 1e-6
+  ss = jnp.where(small, 1.0, s)
+  return jnp.where(small, lx * (1 + 0.5 * s * lx), jnp.expm1(ss * lx) / ss)
+
+
 def _surface_gen(p, v):
   n = v['N'] / N_UNIT
-  t = v['T']
-  r = v['R'] + p['eps']
-  a2 = p['A2'] * ppow(r, p['rho2']) * ppow(n, -p['nu2'])
-  a3 = p['A3'] * ppow(r, p['rho3']) * ppow(n, -p['nu3'])
-  return (a2 * (ppow(t, p['s2']) - ppow(p['Ta'], p['s2']))
-          + a3 * (ppow(t, p['s3']) - ppow(p['Ta'], p['s3'])))
+  drift = p['A2'] * ppow(n, -p['nu2']) * boxcox(v['T'], p['Ta'], p['s2'])
+  rise = (p['A3'] * ppow(v['R'] + p['eps'], p['rho3']) * ppow(n, -p['nu3'])
+          * boxcox(v['T'], p['Ta'], p['s3'] + p['k3'] * v['R']))
+  return drift + rise
 
 
 register(Form(
     'cmr_surface_gen', ('R', 'N', 'T'),
-    ('A2', 'rho2', 'nu2', 's2', 'A3', 'rho3', 'nu3', 's3', 'eps', 'Ta'), _surface_gen,
-    kinds=dict(A2='linear', rho2='free', nu2='free', s2='free', A3='linear', rho3='free',
-               nu3='free', s3='free', eps='log', Ta='log'),
-    ranges=dict(rho2=(-0.5, 1.0), nu2=(-0.5, 0.5), s2=(0.1, 1.0), rho3=(0.3, 2.0),
-                nu3=(-0.5, 0.5), s3=(-1.5, -0.1), eps=(1e-3, 0.3), Ta=(0.3, 3.0)),
-    bounds=dict(rho2=EXP_BOX, nu2=EXP_BOX, s2=EXP_BOX, rho3=EXP_BOX, nu3=EXP_BOX, s3=EXP_BOX,
+    ('A2', 'nu2', 's2', 'A3', 'rho3', 'nu3', 's3', 'k3', 'eps', 'Ta'), _surface_gen,
+    kinds=dict(A2='linear', nu2='free', s2='free', A3='linear', rho3='free', nu3='free',
+               s3='free', k3='free', eps='log', Ta='log'),
+    ranges=dict(nu2=(-0.5, 0.5), s2=(0.1, 1.0), rho3=(0.3, 2.0), nu3=(-0.5, 0.5),
+                s3=(-1.5, -0.1), k3=(0.0, 1.5), eps=(1e-3, 1.0), Ta=(0.3, 3.0)),
+    bounds=dict(nu2=EXP_BOX, s2=EXP_BOX, rho3=EXP_BOX, nu3=EXP_BOX, s3=EXP_BOX, k3=EXP_BOX,
                 eps=(1e-4, 10.0), Ta=(1e-3, 1e3)),
-    equation=('dL_gen(R, N, T) = a2 (T^s2 - Ta^s2) + a3 (T^s3 - Ta^s3),  a_k = A_k (R + eps)^rho_k '
-              'n^-nu_k,  n = N / 1e9'),
-    source=('mixlaw: joint ratio-size-steps surface. The paper\'s Eq. 6 (general) with shared '
-            'exponents and power-law amplitudes in (R + eps) and n, anchored at dL(Ta) = 0 '
-            '(Ta in units of T); s3 < 0 carries the rise, s2 > 0 the turn')))
+    equation=('dL_gen(R, N, T) = A2 n^-nu2 h(T; s2) + A3 (R + eps)^rho3 n^-nu3 h(T; s3 + k3 R),'
+              '  h(T; s) = ((T / Ta)^s - 1) / s  (log(T / Ta) at s = 0),  n = N / 1e9'),
+    source=('mixlaw: joint ratio-size-steps surface, the paper\'s two-term Eq. 6 (general) '
+            'anchored at dL(Ta) = 0 (Ta in units of T). A2 (any sign; < 0 under replay): the '
+            'R-independent drift, so R = 0 has its own change; A3 > 0: the rise, saturating '
+            'where s3 + k3 R < 0 and still growing where > 0. With A2 < 0 < A3 the loss rises, '
+            'turns at (T*/Ta)^(s2 - s3 - k3 R) = A3 (R + eps)^rho3 n^(nu2 - nu3) / -A2 (a turn '
+            'time depending on R and N) and falls')))
 
 register(Form(
     'cmr_surface_dom', ('R', 'N', 'T'), ('C', 'eps', 'rho', 'nu', 'sigma'),

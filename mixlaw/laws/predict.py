@@ -51,7 +51,7 @@ def predict(fits: dict, n_params: float, tokens: float) -> dict:
     out['cmr_law'] = dict(size=near[0]['size'], cmr=None, reason=law.get('reason') if law
                           else 'no CMR law')
   surf = fits.get('surface') or {}
-  if surf.get('params_gen') or surf.get('gen'):
+  if surf.get('general') and not surf.get('reason'):
     ratios = [r for s in sizes for r in s['ratios']]
     out['surface'] = surface_lib.predict(surf, n_params, t, lam=o['lam'], eps=o['eps'],
                                          r_lo=min(ratios), r_hi=max(ratios))

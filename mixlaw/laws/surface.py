@@ -1,12 +1,17 @@
 """The joint ratio-size-steps surface: dL_gen, dL_dom as functions of (R, N, T) across sizes.
 
 Forms `cmr_surface_gen` and `cmr_surface_dom` (forms.py) are fitted to every point of every
-curve at once. Leave-one-size-out (LOSO), only with >= MIN_LOSO sizes (with fewer, the size
-exponents of a fold rest on two or three points and its "prediction" is not a test): refit
-without one size, predict its curves and its CMR (same feasibility rule as cmr.py, on the
-surface's exact T-derivatives), compare with the size's own data and its per-curve CMR; errors
-in nats, in units of eps and relative; folds that did not converge are marked. All folds are
-fitted in one vmapped call.
+curve at once. The general part can turn (an R-independent drift, nonzero at R = 0, against a
+rise whose T-shape depends on R), so its Definition-2 CMR is decided by a turn, not by a sign.
+Leave-one-size-out (LOSO), only with >= MIN_LOSO sizes (with fewer, the size exponents of a fold
+rest on two or three points and its "prediction" is not a test): refit without one size,
+predict its curves and its CMR (same feasibility rule as cmr.py, on the surface's exact
+T-derivatives), compare with the size's own data and its per-curve CMR; errors in nats, in
+units of eps and relative. The point fit and the folds are one vmapped call per form.
+Intervals: n_boot replicates (whole runs resampled, seed indices jointly when data orders are
+shared, then each run's residuals from the surface redrawn as AR(1) noise; bootstrap.py), each
+refitted warm-started at the point fit, all in one vmapped call per form; their parameters are
+kept so that `predict` gives an interval at any (N, T).
 """
 
 import functools
@@ -15,15 +20,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mixlaw.laws import bootstrap
 from mixlaw.laws import cmr as cmr_lib
 from mixlaw.laws import fit as fit_lib
 from mixlaw.laws import forms as forms_lib
+from mixlaw.laws import noise
 
 GEN, DOM = 'cmr_surface_gen', 'cmr_surface_dom'
-
+WHICH = (('general', GEN, 'gen'), ('domain', DOM, 'dom'))
 
 MAX_POINTS = 32  # per curve in the surface fit (log-spaced in T, last point kept).
 MIN_LOSO = 4
+N_BOOT = 50  # surface bootstrap replicates (predict's interval).
+LEVEL = 0.95
+B_PAD = 64  # replicate counts are padded to a multiple of this (shared compilations).
+SMOOTH_K = 5  # evals per run averaged for the measured R = 0 change at T_max.
 
 
 def _thin(t_N, m):
@@ -34,48 +45,172 @@ def _thin(t_N, m):
 
 
 def points(sweep, max_points=None):
-  """(R, N, T, dL_gen, dL_dom) points of the sweep (max_points per run) and size index."""
-  r, n, t, g, d, s = [], [], [], [], [], []
-  for i, c in sweep.curves():
-    for run in c.runs:
+  """(R, N, T, dL_gen, dL_dom) points of the sweep (max_points per run), their size, curve
+  (index into sweep.curves()) and run (index within the curve); runs back to back, T order."""
+  cols = {k: [] for k in ('R', 'N', 'T', 'gen', 'dom', 'size', 'curve', 'run')}
+  for j, (i, c) in enumerate(sweep.curves()):
+    for k, run in enumerate(c.runs):
       keep = _thin(run.t_N, max_points) if max_points else np.arange(run.t_N.size)
-      r.append(np.full(keep.size, c.ratio))
-      n.append(np.full(keep.size, sweep.sizes[i].n))
-      t.append(run.t_N[keep])
-      g.append(run.gen_N[keep])
-      d.append(run.dom_N[keep])
-      s.append(np.full(keep.size, i))
-  return {k: np.concatenate(v) for k, v in zip(('R', 'N', 'T', 'gen', 'dom', 'size'),
-                                                  (r, n, t, g, d, s))}
+      for name, v in (('R', c.ratio), ('N', sweep.sizes[i].n), ('size', i), ('curve', j),
+                      ('run', k)):
+        cols[name].append(np.full(keep.size, v))
+      cols['T'].append(run.t_N[keep])
+      cols['gen'].append(run.gen_N[keep])
+      cols['dom'].append(run.dom_N[keep])
+  return {k: np.concatenate(v) for k, v in cols.items()}
 
+
+# ----------------------------------------------------------------------------- the CMR
 
 @functools.lru_cache(maxsize=None)
 def _cmr_fn():
   gen_form, dom_form = forms_lib.get_form(GEN), forms_lib.get_form(DOM)
 
-  def run(pg, pd, n, lam, eps, r_lo, r_hi, budgets_J):
+  def one(pg, pd, n, lam, eps, r_lo, r_hi, budgets_J):
     def value(form, p, r, t):
       return form.fn(dict(zip(form.params, p)), dict(R=r, N=n, T=t))
 
     gen_fn = lambda r, t: value(gen_form, pg, r, t)
     g_fn = lambda r, t: (jax.grad(lambda tt: value(dom_form, pd, r, tt))(t)
                          + lam * jax.grad(lambda tt: value(gen_form, pg, r, tt))(t))
-    return cmr_lib.cmr_core(gen_fn, g_fn, r_lo, r_hi, budgets_J, eps)
+    c, z = cmr_lib.cmr_core(gen_fn, g_fn, r_lo, r_hi, budgets_J, eps)
+    ca, za = cmr_lib.cmr_core(gen_fn, g_fn, r_lo, r_hi, budgets_J, eps, use_cp=False)
+    return c, z, ca, za
 
-  return jax.jit(run)
+  return jax.jit(jax.vmap(one, in_axes=(0, 0) + (None,) * 6))
+
+
+def surface_cmrs(params_gen_BxP, params_dom_BxP, n, *, lam, eps, r_lo, r_hi, t) -> dict:
+  """Definition-2 and condition-A CMR (and censor codes, cmr.CENSOR) at size N = n and budget
+  T = t for B parameter sets: dict of B-arrays cmr, censor, cmr_a, censor_a (NaN, 0 where a
+  set is not finite)."""
+  pg = np.atleast_2d(np.asarray(params_gen_BxP, np.float64))
+  pd = np.atleast_2d(np.asarray(params_dom_BxP, np.float64))
+  b = pg.shape[0]
+  bb = -(-b // B_PAD) * B_PAD
+  pad = lambda a: np.concatenate([a, np.repeat(a[:1], bb - b, axis=0)])
+  with jax.enable_x64(True):
+    out = _cmr_fn()(jnp.asarray(pad(pg)), jnp.asarray(pad(pd)), float(n), float(lam),
+                    float(eps), float(r_lo), float(r_hi), jnp.asarray([float(t)]))
+    c, z, ca, za = (np.array(o)[:b, 0] for o in out)
+  ok = np.all(np.isfinite(pg), axis=1) & np.all(np.isfinite(pd), axis=1)
+  return dict(cmr=np.where(ok, c, np.nan), censor=np.where(ok, z, 0),
+              cmr_a=np.where(ok, ca, np.nan), censor_a=np.where(ok, za, 0))
 
 
 def surface_cmr(params_gen, params_dom, n, *, lam, eps, r_lo, r_hi, t_max):
   """(CMR, censor) at T_max of a size with N = n on the fitted surface."""
-  with jax.enable_x64(True):
-    c, z = _cmr_fn()(jnp.asarray(params_gen, jnp.float64), jnp.asarray(params_dom, jnp.float64),
-                     float(n), float(lam), float(eps), float(r_lo), float(r_hi),
-                     jnp.asarray([float(t_max)]))
-    return float(c[0]), int(z[0])
+  o = surface_cmrs(params_gen, params_dom, n, lam=lam, eps=eps, r_lo=r_lo, r_hi=r_hi, t=t_max)
+  return float(o['cmr'][0]), int(o['censor'][0])
 
 
-def fit(sweep, *, huber_delta, lam, eps, observed_cmr, n_starts) -> dict:
-  """Full fit and LOSO folds. observed_cmr: per-size CMR (NaN where censored 'below')."""
+def _interval(rep_B, censor_B, est, censor, level):
+  x = np.where(censor_B == 2, bootstrap.BELOW, rep_B)
+  lo, hi, n_ok, widened = bootstrap.interval(x, bootstrap.BELOW if censor == 2 else est, level)
+  return _nan(lo), _nan(hi), int(n_ok), bool(widened)
+
+
+def _answer(o, level, n_boot):
+  """Point (entry 0) and interval (entries 1..) of surface_cmrs' output."""
+  out = {}
+  for key, c, z, lo, hi in (('cmr', 'cmr', 'censor', 'lo', 'hi'),
+                            ('cmr_condition_A', 'cmr_a', 'censor_a', 'condition_A_lo',
+                             'condition_A_hi')):
+    est, cen = float(o[c][0]), int(o[z][0])
+    out[key] = _nan(est)
+    out['censored' if key == 'cmr' else 'censored_condition_A'] = cmr_lib.CENSOR[cen]
+    out[lo] = out[hi] = None
+    if n_boot:
+      out[lo], out[hi], n_ok, _ = _interval(o[c][1:], o[z][1:], est, cen, level)
+      if key == 'cmr':
+        out['n_ok'] = n_ok
+  return out
+
+
+# ----------------------------------------------------------------------------- bootstrap
+
+def _shared(sweep, data_orders):
+  """Whether seed indices are paired across (size, R) (as api.shared_orders)."""
+  if data_orders != 'auto':
+    return data_orders == 'shared'
+  sets = {tuple(sorted(r.seed for r in c.runs)) for _, c in sweep.curves()}
+  return len(sets) == 1 and len(next(iter(sets))) >= 2
+
+
+def _multiplicities(sweep, n_boot, seed, shared):
+  """Per curve a B x runs array of whole-run multiplicities (seed labels drawn jointly when
+  shared; a curve that draws none of its labels is drawn on its own)."""
+  rng = np.random.default_rng([seed, 17])
+  curves = [c for _, c in sweep.curves()]
+  labels = sorted({r.seed for c in curves for r in c.runs})
+  joint = np.stack([np.bincount(rng.integers(0, len(labels), len(labels)),
+                                minlength=len(labels)) for _ in range(n_boot)])
+  out = []
+  for c in curves:
+    k = len(c.runs)
+    own = np.stack([np.bincount(rng.integers(0, k, k), minlength=k) for _ in range(n_boot)])
+    m = own
+    if shared and k >= 2:
+      m = joint[:, [labels.index(r.seed) for r in c.runs]]
+      m = np.where(m.sum(axis=1, keepdims=True) > 0, m, own)
+    out.append(m if k >= 2 else np.ones((n_boot, k), int))
+  return out
+
+
+def _replicates(sweep, sub, pred, n_boot, seed, mult):
+  """B x M targets per loss and B x M weights of the replicates (bootstrap.draw per curve)."""
+  n_c = len(sweep.curves())
+  idx = [np.flatnonzero(sub['curve'] == j) for j in range(n_c)]
+  n = max(i.size for i in idx)
+  run, w = -np.ones((n_c, n), int), np.zeros((n_c, n))
+  y = {k: np.zeros((n_c, n)) for k in ('general', 'domain')}
+  fit = {k: np.zeros((n_c, n)) for k in y}
+  for j, i in enumerate(idx):
+    run[j, :i.size], w[j, :i.size] = sub['run'][i], 1.0
+    for k, col in (('general', 'gen'), ('domain', 'dom')):
+      y[k][j, :i.size], fit[k][j, :i.size] = sub[col][i], pred[k][i]
+  key = sub['curve'] * (sub['run'].max() + 1) + sub['run']  # one per run.
+  rho_S = []
+  for s in range(len(sweep.sizes)):
+    mine = [np.flatnonzero(key == k) for k in np.unique(key[sub['size'] == s])]
+    rho_S.append(max(noise.lag1([sub[c][m] - pred[k][m] for m in mine], 0)
+                     for k, c in (('general', 'gen'), ('domain', 'dom'))))
+  size_of = np.array([i for i, _ in sweep.curves()])
+  reps = bootstrap.draw(run, w, fit, fit, y, n_boot, seed, rho_C=np.array(rho_S)[size_of],
+                        n_params=dict(general=0, domain=0), mult=mult)
+  m = sub['T'].size
+  y_b = {k: np.zeros((n_boot, m)) for k in y}
+  w_b = np.zeros((n_boot, m))
+  for j, i in enumerate(idx):
+    w_b[:, i] = reps.w_BxCxN[:, j, :i.size]
+    for k in y:
+      y_b[k][:, i] = reps.y_BxCxN[k][:, j, :i.size]
+  return y_b, w_b, np.array(rho_S)
+
+
+# ----------------------------------------------------------------------------- the fit
+
+def _bounds_and_starts(form, n_starts, t_scale):
+  """Start grid and bounds with Ta (a T) in the sweep's units (the grid assumes T_max ~ 100)."""
+  starts = fit_lib.start_grid(form, n_starts)
+  bounds = None
+  if 'Ta' in form.params:
+    starts[:, form.params.index('Ta')] *= t_scale
+    bounds = {'Ta': tuple(v * t_scale for v in form.bounds['Ta'])}
+  return starts, bounds
+
+
+def fit(sweep, *, huber_delta, lam, eps, observed_cmr, n_starts, loso=True, n_boot=N_BOOT,
+        seed=0, data_orders='auto', mult=None, observed_lo=None, observed_hi=None,
+        level=LEVEL) -> dict:
+  """Point fit, LOSO folds (loso and >= MIN_LOSO sizes) and n_boot bootstrap refits.
+
+  observed_cmr: per-size CMR (NaN where censored 'below'); observed_lo / observed_hi: its
+  interval per size (None entries: open), to say whether the surface's CMR lies inside.
+  data_orders: 'auto' | 'shared' | 'independent' (how runs are resampled); mult: optional per
+  curve (sweep.curves() order) a B' x runs array of run multiplicities (B' >= n_boot), e.g. the
+  per-size bootstrap's, replacing the surface's own draw.
+  """
   n_sizes = len(sweep.sizes)
   if sweep.size_column is None:
     return dict(reason='model sizes unknown: the table has no n_params_nonemb / n_params')
@@ -83,50 +218,132 @@ def fit(sweep, *, huber_delta, lam, eps, observed_cmr, n_starts) -> dict:
     return dict(reason='the surface needs two or more model sizes')
   sub = points(sweep, MAX_POINTS)
   pts = points(sweep)
-  folds = [-1] + (list(range(n_sizes)) if n_sizes >= MIN_LOSO else [])
+  folds = [-1] + (list(range(n_sizes)) if loso and n_sizes >= MIN_LOSO else [])
   w_FxM = np.stack([(sub['size'] != f).astype(float) for f in folds])
   xs = {k: np.broadcast_to(sub[k], w_FxM.shape) for k in ('R', 'N', 'T')}
-  t_scale = max(s.t_max for s in sweep.sizes) / 100.0  # the Ta grid assumes T_max ~ 100.
-  fits = {}
-  for which, form in (('general', GEN), ('domain', DOM)):
-    y = np.broadcast_to(sub['gen' if which == 'general' else 'dom'], w_FxM.shape)
+  t_scale = max(s.t_max for s in sweep.sizes) / 100.0
+  fits, setup = {}, {}
+  for which, form, col in WHICH:
     f = forms_lib.get_form(form)
-    starts = fit_lib.start_grid(f, n_starts)
-    bounds = None
-    if 'Ta' in f.params:
-      starts[:, f.params.index('Ta')] *= t_scale
-      bounds = {'Ta': tuple(v * t_scale for v in f.bounds['Ta'])}
-    fits[which] = fit_lib.fit_curves(form, xs, y, w_FxM, huber_delta=huber_delta,
-                                     init_CxSxP=np.broadcast_to(starts, (len(folds),) +
-                                                                starts.shape), what='fold',
-                                     pad=False, bounds=bounds)
-  out = dict(size_variable=sweep.size_column, n_unit=forms_lib.N_UNIT, reason=None)
-  for which, form in (('general', GEN), ('domain', DOM)):
+    starts, bounds = _bounds_and_starts(f, n_starts, t_scale)
+    setup[which] = bounds
+    fits[which] = fit_lib.fit_curves(
+        form, xs, np.broadcast_to(sub[col], w_FxM.shape), w_FxM, huber_delta=huber_delta,
+        init_CxSxP=np.broadcast_to(starts, (len(folds),) + starts.shape), what='fold',
+        pad=False, bounds=bounds)
+  p0 = {which: fits[which].params_CxP[0] for which, _, _ in WHICH}
+  t_lo = min(s.t_lo for s in sweep.sizes)
+  t_hi = max(s.t_max for s in sweep.sizes)
+  out = dict(reason=None, size_variable=sweep.size_column, n_unit=forms_lib.N_UNIT,
+             tokens_per_unit=float(sweep.tokens_per_unit),
+             t_unit=f'T = CPT tokens / {sweep.tokens_per_unit:g}',
+             trained=dict(sizes=[[s.name, float(s.n)] for s in sweep.sizes],
+                          N=[float(min(s.n for s in sweep.sizes)),
+                             float(max(s.n for s in sweep.sizes))],
+                          T=[float(t_lo), float(t_hi)],
+                          R=[float(min(s.ratios.min() for s in sweep.sizes)),
+                             float(max(s.ratios.max() for s in sweep.sizes))]))
+  for which, form, _ in WHICH:
     out[which] = dict(form=form, **_stats(fits[which].row(0)))
+  out['converged'] = bool(out['general']['converged'] and out['domain']['converged'])
+  # Bootstrap: replicates of every run, refitted from the point fit.
+  boot = {which: np.zeros((0, len(forms_lib.get_form(form).params))) for which, form, _ in WHICH}
+  rho_S = None
+  if mult is not None:
+    n_boot = min([n_boot] + [len(a) for a in mult])
+  if n_boot:
+    pred = {which: forms_lib.evaluate(form, fits[which].params(0), R=sub['R'], N=sub['N'],
+                                      T=sub['T']) for which, form, _ in WHICH}
+    shared = _shared(sweep, data_orders)
+    m = ([np.asarray(a)[:n_boot] for a in mult] if mult is not None
+         else _multiplicities(sweep, n_boot, seed, shared))
+    y_b, w_b, rho_S = _replicates(sweep, sub, pred, n_boot, seed, m)
+    xb = {k: np.broadcast_to(sub[k], w_b.shape) for k in ('R', 'N', 'T')}
+    conv = np.ones(n_boot, bool)
+    for which, form, _ in WHICH:
+      r = fit_lib.fit_curves(form, xb, y_b[which], w_b, huber_delta=huber_delta,
+                             init_CxSxP=np.broadcast_to(p0[which], (n_boot, 1, p0[which].size)),
+                             polish_iter=fit_lib.POLISH_ITER_BOOT, what='replicate', pad=False,
+                             bounds=setup[which])
+      boot[which] = r.params_CxP
+      conv &= r.converged_C
+    out['boot'] = dict(
+        n_boot=n_boot, seed=seed, level=level, n_converged=int(conv.sum()),
+        data_orders=('given' if mult is not None else 'shared' if shared else 'independent'),
+        rho=[float(v) for v in rho_S],
+        method=('whole runs resampled (seed indices jointly when data orders are shared), '
+                'each run\'s residuals from the surface redrawn as AR(1) noise (bootstrap.py); '
+                'refits warm-started at the point fit'),
+        general_params=[[_nan(v) for v in row] for row in boot['general']],
+        domain_params=[[_nan(v) for v in row] for row in boot['domain']])
+  else:
+    out['boot'] = dict(n_boot=0, level=level)
+  # In-sample CMR per size, with intervals.
   out['cmr'] = []
+  pg = np.concatenate([p0['general'][None], boot['general']])
+  pd = np.concatenate([p0['domain'][None], boot['domain']])
   for i, s in enumerate(sweep.sizes):
-    c, z = surface_cmr(fits['general'].params_CxP[0], fits['domain'].params_CxP[0], s.n,
-                       lam=lam, eps=eps, r_lo=s.ratios.min(), r_hi=s.ratios.max(),
-                       t_max=s.t_max)
-    out['cmr'].append(dict(size=s.name, cmr_surface=_nan(c), censored=cmr_lib.CENSOR[z],
-                           cmr_observed=_nan(observed_cmr[i])))
+    o = surface_cmrs(pg, pd, s.n, lam=lam, eps=eps, r_lo=s.ratios.min(), r_hi=s.ratios.max(),
+                     t=s.t_max)
+    row = dict(size=s.name, N=float(s.n), T_max=float(s.t_max),
+               **_rename(_answer(o, level, n_boot)))
+    obs = observed_cmr[i]
+    lo = None if observed_lo is None else observed_lo[i]
+    hi = None if observed_hi is None else observed_hi[i]
+    row.update(cmr_observed=_nan(obs), observed_lo=_nan(lo), observed_hi=_nan(hi),
+               inside_observed=_inside(row['cmr_surface'], row['censored'], lo, hi,
+                                       observed_lo is not None or observed_hi is not None))
+    row.update(_control(sweep, i, p0['general']))
+    out['cmr'].append(row)
   out['loso'] = [_fold(sweep, fits, pts, f, held, lam, eps, observed_cmr)
                  for f, held in enumerate(folds) if held >= 0]
   if not out['loso']:
-    out['loso_reason'] = (f'leave-one-size-out needs {MIN_LOSO} or more sizes (this sweep has '
+    out['loso_reason'] = ('not requested' if not loso else
+                          f'leave-one-size-out needs {MIN_LOSO} or more sizes (this sweep has '
                           f'{n_sizes}): with fewer, each fold fits the size exponents to '
                           f'{max(n_sizes - 1, 0)} sizes and its prediction tests nothing')
   return out
+
+
+def _rename(a):
+  """_answer's keys as the in-sample rows name them (cmr_surface for the point)."""
+  a = dict(a)
+  a['cmr_surface'] = a.pop('cmr')
+  return a
+
+
+def _inside(c, censored, lo, hi, known):
+  """Whether the surface's CMR lies in [lo, hi] (None: unknown). A None lo is open below (the
+  interval reaches below the smallest trained R); censored 'below' lies below everything."""
+  if not known:
+    return None
+  if censored == 'below':
+    return lo is None or not np.isfinite(lo)
+  lo_ok = lo is None or not np.isfinite(lo) or c >= lo - 1e-9
+  hi_ok = hi is None or not np.isfinite(hi) or c <= hi + 1e-9
+  return bool(lo_ok and hi_ok)
+
+
+def _control(sweep, i, p_gen):
+  """The R = 0 change at T_max: on the surface, and measured (mean over runs of the last
+  SMOOTH_K evals) when R = 0 was trained."""
+  s = sweep.sizes[i]
+  surf = float(forms_lib.evaluate(GEN, dict(zip(forms_lib.get_form(GEN).params, p_gen)),
+                                  R=0.0, N=s.n, T=s.t_max))
+  zero = [c for c in s.curves if c.ratio == 0.0]
+  meas = (float(np.mean([np.mean(r.gen_N[-SMOOTH_K:]) for r in zero[0].runs])) if zero
+          else None)
+  return dict(control_dL_general=surf, control_dL_general_measured=meas)
 
 
 def _fold(sweep, fits, pts, f, held, lam, eps, observed_cmr):
   s = sweep.sizes[held]
   m = pts['size'] == held
   row = dict(heldout_size=s.name, N=s.n)
-  for which, form in (('general', GEN), ('domain', DOM)):
+  for which, form, col in WHICH:
     p = fits[which].params(f)
     pred = forms_lib.evaluate(form, p, R=pts['R'][m], N=pts['N'][m], T=pts['T'][m])
-    y = pts['gen' if which == 'general' else 'dom'][m]
+    y = pts[col][m]
     err = pred - y
     rms_y = float(np.sqrt(np.mean(y ** 2)))
     rmse = float(np.sqrt(np.mean(err ** 2)))
@@ -146,11 +363,53 @@ def _fold(sweep, fits, pts, f, held, lam, eps, observed_cmr):
   return row
 
 
+# ----------------------------------------------------------------------------- predict
+
+def predict(surface_json: dict, n_params: float, t: float, *, lam: float, eps: float,
+            r_lo: float, r_hi: float, level: float | None = None) -> dict:
+  """Definition-2 and condition-A CMR at size N = n_params (the surface's size variable) and
+  CPT budget T = t (the fits' units, surface_json['t_unit']) over R in [r_lo, r_hi], from the
+  surface stored in fits.json; lo / hi from the stored bootstrap replicates (level: theirs by
+  default). Flags extrapolated_size / extrapolated_budget outside the trained N / T range."""
+  sf = surface_json or {}
+  if sf.get('reason') or not sf.get('general'):
+    return dict(cmr=None, reason=sf.get('reason') or 'no surface fitted')
+  gen_f, dom_f = (forms_lib.get_form(sf[k]['form']) for k in ('general', 'domain'))
+  if (gen_f.name, dom_f.name) != (GEN, DOM) or set(sf['general']['params']) != set(gen_f.params):
+    return dict(cmr=None, reason='the stored surface is not this version\'s form (refit)')
+  vec = lambda form, p: [np.nan if p.get(k) is None else p[k] for k in form.params]
+  pg = [vec(gen_f, sf['general']['params'])]
+  pd = [vec(dom_f, sf['domain']['params'])]
+  boot = sf.get('boot') or {}
+  n_boot = int(boot.get('n_boot') or 0)
+  if n_boot:
+    pg += [[np.nan if v is None else v for v in row] for row in boot['general_params']]
+    pd += [[np.nan if v is None else v for v in row] for row in boot['domain_params']]
+  level = boot.get('level', LEVEL) if level is None else level
+  o = surface_cmrs(np.array(pg, np.float64), np.array(pd, np.float64), n_params, lam=lam,
+                   eps=eps, r_lo=r_lo, r_hi=r_hi, t=t)
+  out = dict(N=float(n_params), T=float(t), r_lo=float(r_lo), r_hi=float(r_hi), level=level,
+             n_boot=n_boot, reason=None, **_answer(o, level, n_boot))
+  tr = sf.get('trained') or {}
+  n_lo, n_hi = tr.get('N', [np.nan, np.nan])
+  t_lo, t_hi = tr.get('T', [np.nan, np.nan])
+  tol = 1e-6
+  out.update(extrapolated_size=bool(not n_lo * (1 - tol) <= n_params <= n_hi * (1 + tol)),
+             extrapolated_budget=bool(not t_lo * (1 - tol) <= t <= t_hi * (1 + tol)),
+             trained_N=[n_lo, n_hi], trained_T=[t_lo, t_hi], t_unit=sf.get('t_unit'),
+             control_dL_general=float(forms_lib.evaluate(
+                 gen_f, sf['general']['params'], R=0.0, N=n_params, T=t)))
+  return out
+
+
 def _stats(row):
-  return dict(params=row['params'], mse=row['mse'], r2=row['r2'], objective=row['objective'],
-              converged=row['converged'], at_bound=row['at_bound'], n_points=row['n_points'])
+  keep = ('params', 'mse', 'r2', 'objective', 'converged', 'at_bound', 'n_points', 'flags',
+          'huber_delta')
+  return {k: row[k] for k in keep if k in row}
 
 
 def _nan(x):
+  if x is None:
+    return None
   x = float(x)
   return x if np.isfinite(x) else None

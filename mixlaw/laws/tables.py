@@ -188,8 +188,7 @@ def _decision_numbers(d):
                      f'{fmt(r["se"], 3)} ({r["verdict"]})' for r in d['rows'])
   if d['id'] == 'c':
     return '; '.join(f'{r["size"]}: CMR error {fmt(r["cmr_error"], 3)}, max |dL_gen error| '
-                     f'{fmt(max((abs(e) for e in r["dL_general_errors"] if e is not None), default=None), 4)}'
-                     for r in d['rows'])
+                     f'{fmt(_max_abs(r["dL_general_errors"]), 4)}' for r in d['rows'])
   if d['id'] == 'd':
     return (f'{d["size"]}: predicted {pct(d.get("cmr_predicted"))}, measured '
             f'{pct(d.get("cmr_measured"))}, error {fmt(d.get("cmr_error"), 3)}')
@@ -197,6 +196,11 @@ def _decision_numbers(d):
     return '; '.join(f'{r["size"]}: {pct(r["cmr"])} vs {pct(r["cmr_other"])} (diff '
                      f'{fmt(r["diff"], 3)} +- {fmt(r["se"], 3)})' for r in d['rows'])
   return ''
+
+
+def _max_abs(v):
+  v = [abs(e) for e in v if e is not None]
+  return max(v) if v else None
 
 
 def _series(fits):
