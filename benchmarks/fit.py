@@ -24,7 +24,7 @@ from scipy import optimize
 from mixlaw import laws
 from mixlaw.laws import fit as fit_lib
 from mixlaw.laws import synth
-from mixlaw.laws import table as table_lib
+from mixlaw.laws import curves as curves_lib
 
 DELTA = 1e-3
 EQ6 = {
@@ -39,7 +39,7 @@ def huber_sum(r):
 
 
 def curves(n_curves):
-  sweep = table_lib.load(synth.table(n_points=100, seed=0))
+  sweep = curves_lib.load(synth.table(n_points=100, seed=0))
   cs = [c for _, c in sweep.curves()][:n_curves]
   t = np.stack([c.t_N for c in cs])
   return t, {'eq6_gen': np.stack([c.gen_N for c in cs]),

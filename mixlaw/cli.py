@@ -252,7 +252,8 @@ def build_parser(fit_flags: bool = True) -> argparse.ArgumentParser:
   ff.add_argument("--form")
   ff.add_argument("--csv")
   ff.add_argument("--huber-delta", type=float, default=None,
-                  help="Huber delta in loss units (default: the fitter's)")
+                  help="Huber delta in loss units (default: the form's own, as `fit-form --list` "
+                  "documents: least squares, or Huber at 1.345 x the robust noise scale)")
   ff.add_argument("--list", action="store_true")
 
   r = sub.add_parser("report", help="figures + report (Markdown, HTML) from WORKDIR",

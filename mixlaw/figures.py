@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from mixlaw.laws import tables as tables_lib
+from mixlaw.laws import fittables as tables_lib
 
 FIGURES = ("cmr_size", "base_curves", "curves", "trajectories", "ratio_law", "cmr", "lfo",
            "surface")

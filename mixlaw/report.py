@@ -2,7 +2,7 @@
 
 Reads the workdir's results table (through mixlaw.results), its fits.json (from `mixlaw fit`) and,
 where present, the runs' run.json; every number in the report is a number of fits.json (the
-tables are mixlaw.laws.tables', rendered here as Markdown and HTML) or of the results table (the
+tables are mixlaw.laws.fittables', rendered here as Markdown and HTML) or of the results table (the
 base-training curves). Answer first (CMR per size with its interval, next to the model-free
 CMR), then what the data can and cannot tell (trends against the noise, design gates), then the
 evidence. The report is the list SECTIONS: one function per section, each returning its blocks;
@@ -23,7 +23,7 @@ from mixlaw import workdir as workdir_lib
 from mixlaw.errors import MixlawError
 from mixlaw.figures import FIGURES, ci_label  # noqa: F401  (report.FIGURES: the figure names)
 from mixlaw.laws import SCHEMA_VERSION
-from mixlaw.laws import tables as tables_lib
+from mixlaw.laws import fittables as tables_lib
 
 _fmt, _pct = tables_lib.fmt, tables_lib.pct  # one formatter for the text, Markdown and HTML.
 # Where fits.json says each setting came from (options.source) -> how the report names it.

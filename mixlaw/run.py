@@ -181,7 +181,7 @@ def prepare(specs: list[RunSpec], workdir: str, base_checkpoint: str | None = No
       raise RunError(f"CPT run {spec.run_id} needs the base checkpoint of size {spec.size}, "
                      f"none found at {base_checkpoint} (run the base pretraining first)")
   if any(s.ratio > 0 for s in specs) and not data.domain:
-    raise RunError(f"ratio > 0 needs a domain corpus (DataConfig.domain)")
+    raise RunError("ratio > 0 needs a domain corpus (DataConfig.domain)")
   if data.backend == "seqio":
     from mixlaw import data as data_lib
     vocab_size, source = data_lib.vocab_size(data.vocab_name, data.data_dir), "seqio"

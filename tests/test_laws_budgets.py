@@ -7,7 +7,7 @@ import mixlaw.laws as L
 from mixlaw.laws import api
 from mixlaw.laws import csvtable
 from mixlaw.laws import synth
-from mixlaw.laws import table as table_lib
+from mixlaw.laws import curves as curves_lib
 
 SIZES = dict(list(dict(synth.PAPER_SIZES).items())[:2])
 RATIOS = (0.125, 0.25, 0.5, 1.0)
@@ -86,7 +86,7 @@ def test_leave_future_out_rows_and_decisions(fits):
 
 
 def test_shared_data_orders_resample_seed_indices_jointly(table):
-  sweep = table_lib.load(table)
+  sweep = curves_lib.load(table)
   shared = api.multiplicities(sweep, 50, 0, shared=True)
   own = api.multiplicities(sweep, 50, 0, shared=False)
   assert all(np.array_equal(m, shared[0]) for m in shared)  # one seed draw for every cell
@@ -123,7 +123,7 @@ def _write_csv(path, table, drop=None, edit=None):
 
 def test_csv_gives_the_same_curves_as_the_table(tmp_path, table):
   rows = csvtable.read(_write_csv(tmp_path / 'r.csv', table))
-  a, b = table_lib.load(rows), table_lib.load(table)
+  a, b = curves_lib.load(rows), curves_lib.load(table)
   assert [s.name for s in a.sizes] == [s.name for s in b.sizes]
   for sa, sb in zip(a.sizes, b.sizes):
     assert sa.base_gen == pytest.approx(sb.base_gen)

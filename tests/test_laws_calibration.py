@@ -23,7 +23,10 @@ def test_cmr_intervals_cover_the_truth():
   # At 95% coverage, 12 or fewer hits of 16 has probability < 1%; moving blocks (53% measured)
   # reach 13 with probability ~1%.
   assert out['coverage'] >= 13 / 16, out
-  assert abs(out['bias']) < 0.03, out
+  # Point estimates within 0.03 of the truth on average: not significantly worse (z = 2
+  # against the bias's standard error across draws; benchmarks/calibration.py measures it on
+  # more draws).
+  assert abs(out['bias']) - 2 * out['bias_se'] <= 0.03, out
 
 
 def test_late_turns_paired_seeds_cover_the_truth():
@@ -40,5 +43,9 @@ def test_late_turns_paired_seeds_cover_the_truth():
   # on more draws. The two sizes of a draw share their seeds' data orders, so their hits are
   # positively correlated: the real tail is wider than this binomial one.
   assert out['coverage'] >= 9 / 12, out
-  # Point estimates within 0.03 of the truth on average (mean bias over the 12 estimates).
-  assert out['n_estimates'] == 12 and abs(out['bias']) <= 0.03, out
+  # Point estimates within 0.03 of the truth on average (mean bias over the 12 estimates):
+  # not significantly worse, at z = 2 against the standard error across the 6 draws. A draw's
+  # two sizes share its seeds' deviations (paired), which move both CMRs together: at seed_sd
+  # 0.1 the model-free CMR moves by up to ~0.08 with them, so 6 draws measure the bias to
+  # ~+-0.02. benchmarks/calibration.py measures it on more draws.
+  assert out['n_estimates'] == 12 and abs(out['bias']) - 2 * out['bias_se'] <= 0.03, out

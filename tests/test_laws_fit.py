@@ -10,6 +10,7 @@ import pytest
 
 import mixlaw.laws as L
 from mixlaw.laws import fit as fit_lib
+from mixlaw.laws import lbfgs
 
 T = np.linspace(1.0, 100.0, 60)
 
@@ -324,11 +325,11 @@ def test_lbfgs_rejects_failed_line_searches_and_does_not_call_a_kink_converged()
   with jax.enable_x64(True):
     x0 = jnp.zeros(3, jnp.float64)
     kink = lambda x: jnp.sum(jnp.abs(x - jnp.array([1.0, -2.0, 0.5])))
-    x, f, status, n = fit_lib._lbfgs(kink, x0, 500)
+    x, f, status, n = lbfgs.minimize(kink, x0, 500)
     assert float(f) <= float(kink(x0)) and int(status) == fit_lib.LS_FAILED
     assert float(f) == pytest.approx(float(kink(x)))
     smooth = lambda x: jnp.sum((x - jnp.array([1.0, -2.0, 0.5])) ** 2 * jnp.array([1, 10, 100]))
-    x, f, status, n = fit_lib._lbfgs(smooth, x0, 500)
+    x, f, status, n = lbfgs.minimize(smooth, x0, 500)
     assert int(status) == fit_lib.CONV_GRAD and float(f) < 1e-18
 
 

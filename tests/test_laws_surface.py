@@ -8,7 +8,7 @@ import pytest
 
 from mixlaw.laws import forms as forms_lib
 from mixlaw.laws import surface
-from mixlaw.laws import table as table_lib
+from mixlaw.laws import curves as curves_lib
 from mixlaw.laws.options import FitOptions
 
 LAM, EPS = 1000.0, 0.05
@@ -62,7 +62,7 @@ def _truth(sweep):
 
 @pytest.fixture(scope='module')
 def sweep():
-  return table_lib.load(_table(), FitOptions())
+  return curves_lib.load(_table(), FitOptions())
 
 
 @pytest.fixture(scope='module')

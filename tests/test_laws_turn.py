@@ -16,14 +16,14 @@ from mixlaw import laws
 from mixlaw.laws import api
 from mixlaw.laws import cmr as cmr_lib
 from mixlaw.laws import synth
-from mixlaw.laws import table as table_lib
+from mixlaw.laws import curves as curves_lib
 
 SIZES = {'S': 1e8, 'M': 4e8}
 RATIOS = (0.125, 0.25, 0.5, 0.75, 1.0)
 N_EVALS, WARMUP = 25, 1
 NOISE = dict(sigma_gen=0.003, sigma_dom=0.003, rho=0.5, n_seeds=2, seed_sd=0.1, seeds='paired')
 # Small bootstrap, the full fit only: this file checks point fits and CMRs, not coverage.
-OPTS = laws.FitOptions(n_boot=20, surface=False, budget_fractions=(1.0,), lfo_fractions=())
+OPTS = laws.FitOptions(n_boot=8, surface=False, budget_fractions=(1.0,), lfo_fractions=())
 TURN_SEEDS = (17, 18, 19)  # the first is fitted end to end (fit_table), all at Eq. 6.
 # A curve whose noise-free general loss falls by >= 2 sigma from its peak to T_max must be
 # fitted falling there (B holds): R <= 1/2 in TURN (0.015-0.018 nats at R <= 1/4, peaks at
@@ -48,14 +48,14 @@ def _table(family, seed):
 def _eq6(table):
   """The Eq. 6 stage as fit_table runs it: per (size, R), whether the evals turn (api.turns),
   the general fit's terms, its slope at T_max and g = dF/dT there (Eq. 7)."""
-  data = api.prepare(table_lib.load(table, OPTS))
+  data = api.prepare(curves_lib.load(table, OPTS))
   eq6 = api.fit_eq6(data, OPTS)
   out = {}
   for j, c in enumerate(data.curves):
     gen, dom = eq6.params['general'][j], eq6.params['domain'][j]
     slope = float(cmr_lib.eq6_slope('general', gen, 100.0))
     g = float(cmr_lib.eq6_slope('domain', dom, 100.0)) + OPTS.lam * slope
-    out[(c.size, c.ratio)] = dict(turned=bool(eq6.turn_C[j]), terms=2 if eq6.two_term_C[j] else 1,
+    out[(c.size, c.ratio)] = dict(turned=bool(eq6.turn_C[j]), late=bool(eq6.late_C[j]), terms=2 if eq6.two_term_C[j] else 1,
                                   slope=slope, g=g)
   return out
 
@@ -103,7 +103,7 @@ def test_fit_table_reports_the_eq6_stage(turn):
     if c['which'] == 'general':
       key = (c['size'], c['ratio'])
       assert c['terms'] == stage[key]['terms'], key
-      assert feas[key]['g_T_max'] == pytest.approx(stage[key]['g'], rel=1e-6, abs=1e-9), key
+      assert feas[key]['g_T_max'] == pytest.approx(stage[key]['g'], rel=1e-4, abs=1e-7), key
 
 
 @pytest.mark.parametrize('draw', range(len(TURN_SEEDS)))

@@ -14,7 +14,7 @@ import pytest
 from mixlaw import cli
 from mixlaw import report
 from mixlaw.laws import synth
-from mixlaw.laws import tables
+from mixlaw.laws import fittables as tables
 
 
 @pytest.fixture(scope='module')
@@ -140,6 +140,7 @@ def test_bad_fit_options_are_one_line_errors(workdir, capsys, tmp_path):
 SEQ = 32
 REPORT_HEADINGS = (  # Every section of report.SECTIONS, in order.
     '# mixlaw report: critical mixture ratio for dom CPT', '## The answer: CMR per model size',
+    '## Decisions, budgets without future data, and predictions of later evals',
     '## What this sweep can and cannot show', '### Gates / design checks', '## What was trained',
     '## Evidence', '### Across sizes: the ratio-size-steps surface', '## Reproduce')
 
@@ -203,7 +204,7 @@ def test_report_of_a_sweep_has_every_section_and_the_corpora(swept, swept_report
   md = swept_report
   at = [md.find(h + '\n') for h in REPORT_HEADINGS]
   assert -1 not in at and at == sorted(at), dict(zip(REPORT_HEADINGS, at))
-  assert len(report.SECTIONS) == 7
+  assert len(report.SECTIONS) == 8  # one per heading above but the gates subsection
   # The corpora table, from the arrays the runs trained on (run.json's data_source).
   assert '**Corpora**' in md and 'tokenizer `spm1k` (64 pieces)' in md
   for name in ('gen', 'dom'):
@@ -212,10 +213,13 @@ def test_report_of_a_sweep_has_every_section_and_the_corpora(swept, swept_report
   numbers = [int(n) for n in re.findall(r'^\*Figure (\d+)\.', md, flags=re.M)]
   assert numbers == list(range(1, len(report.FIGURES) + 1))
   fits = json.loads((swept / 'fits.json').read_text())
+  # sweep.json also records how the runs' data orders were drawn (one per CPT seed index,
+  # shared by every cell): the fit takes it from there.
   assert fits['options']['source'] == {'ci_level': 'flag', 'n_boot': 'sweep.json',
-                                       'surface': 'sweep.json'}
+                                       'surface': 'sweep.json', 'data_orders': 'sweep.json'}
+  assert fits['options']['data_orders_used'] == 'shared'
   assert 'settings from command-line flags: ci_level; gin bindings: none; sweep.json ' \
-         'fit_options: n_boot, surface' in md
+         'fit_options: data_orders, n_boot, surface' in md
 
 
 @pytest.mark.slow

@@ -20,5 +20,5 @@ from mixlaw.laws.forms import get_form
 from mixlaw.laws.options import FitError
 from mixlaw.laws.options import FitOptions
 from mixlaw.laws.options import LAM_RANGE
-from mixlaw.laws.tables import fit_tables
-from mixlaw.laws.tables import format_tables
+from mixlaw.laws.fittables import fit_tables
+from mixlaw.laws.fittables import format_tables

@@ -22,7 +22,7 @@ from mixlaw.laws import fit as fit_lib
 from mixlaw.laws import forms as forms_lib
 from mixlaw.laws import modelfree
 from mixlaw.laws import surface as surface_lib
-from mixlaw.laws import table as table_lib
+from mixlaw.laws import curves as curves_lib
 from mixlaw.laws.fitsjson import SCHEMA_VERSION, _lfo_rows, _series, to_json  # noqa: F401
 from mixlaw.laws.options import FitError, FitOptions
 from mixlaw.laws.stages import (  # noqa: F401  (turns, _ratio_law_rows: re-exported)
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class Analysis:
   """Every stage of one fit of a sweep (the full one, or one cut at a budget)."""
-  sweep: table_lib.Sweep
+  sweep: curves_lib.Sweep
   data: Data
   eq6: Eq6
   boot: Boot
@@ -72,7 +72,7 @@ def fit_table(table, options: FitOptions | None = None, **overrides) -> dict:
   """
   opts = FitOptions.make(options, **overrides)
   clock = _Clock()
-  sweep = table_lib.load(table, opts)
+  sweep = curves_lib.load(table, opts)
   shared = shared_orders(sweep, opts.data_orders)
   mults = multiplicities(sweep, opts.n_boot, opts.seed, shared)
   mult_of = {(c.size, c.ratio): m for (_, c), m in zip(sweep.curves(), mults)}

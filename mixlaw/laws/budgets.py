@@ -12,10 +12,10 @@ import dataclasses
 import numpy as np
 
 from mixlaw.laws import noise
-from mixlaw.laws import table as table_lib
+from mixlaw.laws import curves as curves_lib
 
 
-def cut(sweep: table_lib.Sweep, frac: float):
+def cut(sweep: curves_lib.Sweep, frac: float):
   """(the sweep's evals with T <= frac T_max per size, {size: reason} of the sizes dropped:
   a run left with fewer evals than an Eq. 6 fit needs)."""
   if frac >= 1.0:
@@ -30,20 +30,20 @@ def cut(sweep: table_lib.Sweep, frac: float):
         k = r.t_N <= t_b * (1 + 1e-9)
         runs.append(dataclasses.replace(r, t_N=r.t_N[k], gen_N=r.gen_N[k], dom_N=r.dom_N[k]))
       n = min(r.t_N.size for r in runs)
-      if n < table_lib.MIN_POINTS:
+      if n < curves_lib.MIN_POINTS:
         short = (f'R={c.ratio:g}: {n} eval(s) with T <= {t_b:.4g}; Eq. 6 needs '
-                 f'{table_lib.MIN_POINTS}')
+                 f'{curves_lib.MIN_POINTS}')
         break
       last_g = np.mean([r.gen_N[-1] for r in runs])
       last_d = np.mean([r.dom_N[-1] for r in runs])
-      curves.append(table_lib.Curve(c.size, c.ratio, runs, min(float(r.t_N[-1]) for r in runs),
+      curves.append(curves_lib.Curve(c.size, c.ratio, runs, min(float(r.t_N[-1]) for r in runs),
                                     s.base_gen + float(last_g), s.base_dom + float(last_d)))
     if short:
       dropped[s.name] = short
       continue
     sizes.append(dataclasses.replace(s, t_max=t_b, curves=curves,
                                      t_lo=min(float(r.t_N[0]) for c in curves for r in c.runs)))
-  return table_lib.Sweep(sizes, sweep.tokens_per_unit, sweep.domain, sweep.size_column), dropped
+  return curves_lib.Sweep(sizes, sweep.tokens_per_unit, sweep.domain, sweep.size_column), dropped
 
 
 def measured_at(size, t_b: float, k: int, rho: float) -> dict:

@@ -90,10 +90,11 @@ def trends(fits) -> list[dict]:
                   noise=float(np.median(noise)) if noise else None, noise_unit='nats',
                   noise_what='median standard error of a smoothed value (nats)',
                   evidence=f'{n_fall}/{len(verdicts)} curves significantly lower at T_max'))
-  verdicts, ev, noise = [], [], []
+  verdicts, ev, noise, first = [], [], [], []
   for ser in fits['cmr_series']:
     t = np.asarray(ser['T'], float)
-    j0 = int(np.argmin(np.abs(t - t[-1] / 2)))
+    j0 = int(np.argmin(np.abs(t - t[-1] / 2)))  # the budget nearest T_max / 2.
+    first.append(t[j0] / t[-1])
     pts = []
     for j in (j0, len(t) - 1):
       c = dict(cmr=ser['cmr'][j], censored=ser['censored'][j],
@@ -103,9 +104,11 @@ def trends(fits) -> list[dict]:
     verdicts.append(monotone([p[0] for p in pts], [p[1] for p in pts], +1))
     noise += [p[1] for p in pts if math.isfinite(p[1])]
     ev.append(f'{ser["size"]}: {_fmt(pts[0][0])} -> {_fmt(pts[1][0])} ({verdicts[-1]})')
+  at = (f'{first[0]:.3g} T_max and T_max' if first and np.ptp(first) < 1e-9
+        else 'the budget nearest T_max / 2 and T_max')
   out.append(dict(trend='The CMR grows with the CPT budget T (T_max / 2 to T_max, each budget '
                         'refitted from its own evals)',
-                  verdict=_combine(verdicts), judged_at='T_max / 2 and T_max',
+                  verdict=_combine(verdicts), judged_at=at,
                   noise=float(np.median(noise)) if noise else None, noise_unit='CMR',
                   noise_what='median bootstrap standard error of a CMR',
                   evidence='; '.join(ev)))
@@ -194,7 +197,7 @@ def gates(sweep, fits, opts) -> Gates:
       'replay only: any rise is the rewarm or drift, not the domain data'
       + ('' if all(p['control_dL_general'] is not None for p in per) else
          '; no R = 0 run in this sweep'))
-  add(f'largest R: dL_gen(T_max)', [p['max_ratio_dL_general'] for p in per],
+  add('largest R: dL_gen(T_max)', [p['max_ratio_dL_general'] for p in per],
       f'>= {opts.gate_rise_min_eps:g} eps = {opts.gate_rise_min_eps * eps:g} nats',
       lambda v: v >= opts.gate_rise_min_eps * eps,
       'the effect must be large against eps for condition A to separate ratios')

@@ -16,8 +16,8 @@ weights), all under a scoped `jax.enable_x64`:
     Huber delta is huber_c x 1.4826 MAD of its residuals (least squares when fewer than
     NOISE_MIN_DOF residual degrees of freedom remain);
   phase 2, the best start by that loss: L-BFGS on it over every parameter, in coordinates
-    whitened by the Gauss-Newton matrix at that start, to a tight tolerance.
-L-BFGS keeps a step only when its backtracking line search found sufficient (Armijo) decrease;
+    whitened by the Gauss-Newton matrix where it stands (every POLISH_CHUNK iterations).
+L-BFGS (lbfgs.py) keeps a step only when its backtracking line search found sufficient (Armijo) decrease;
 otherwise theta and the value stay, the memory is cleared, and a second failure in a row stops
 the run. Converged: max |gradient| <= GTOL, or the value changed by <= FTOL (relative) in the
 last step (or could not be decreased at all) at a point where max |gradient| <= RTOL x the
@@ -49,23 +49,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixlaw.laws import forms as forms_lib
+from mixlaw.laws import lbfgs
+from mixlaw.laws.lbfgs import (CONV_DECREASE, CONV_GRAD, LS_FAILED, LS_STEPS, NONFINITE, RTOL,
+                               RUNNING)
 from mixlaw.laws.options import FitError, N_STARTS
 
-GTOL = 1e-10  # max |gradient| of the normalised objective: converged.
-FTOL = 1e-13  # or: a step changed it by <= FTOL relative (or none could decrease it) where
-RTOL = 1e-3  # max |gradient| <= RTOL x the residual scale sqrt(2 value / (n - p)): in
-#              Gauss-Newton-whitened coordinates, within 1e-3 standard errors of the optimum.
-ARMIJO = 1e-4  # sufficient decrease: f(theta + t d) <= f + ARMIJO t g'd.
-LS_STEPS = (8, 20)  # backtracking steps per line search (quadratic interpolation, x 0.1 .. 0.5)
-#                    in phase 1 (a basin search from every start) and in phase 2; under vmap
-#                    every lane pays for the longest search, so phase 1 keeps them short.
-MAX_FAILS = 2  # line searches in a row without sufficient decrease end a run.
 MAX_ITER = 20  # per start, phase 1, forms with linear parameters (projected out).
 MAX_ITER_FULL = 200  # per start, phase 1, forms without (all parameters).
-MEMORY = 10  # L-BFGS history.
 POLISH_ITER = 1000  # the best start, phase 2 (all parameters).
 POLISH_ITER_BOOT = 200  # bootstrap refits: warm-started at the point fit, they need fewer.
-POLISH_ROUNDS = 4  # phase 2 re-whitens where it stands after each quarter of its budget.
+POLISH_CHUNK = 50  # phase 2 re-whitens where it stands every this many iterations.
 SEARCH_TOL = (1e-7, 1e-10, 1e-4)  # phase 1 (gtol, ftol, rtol x sqrt(2 value)): basin search.
 HUBER_C = 1.345  # 'noise' delta = HUBER_C x the robust noise scale (95% efficiency, Gaussian).
 NOISE_MIN_DOF = 5  # fewer residual degrees of freedom: no noise scale, least squares.
@@ -75,9 +68,6 @@ SIGMA_FLOOR = 1e-3  # sigma of the range check: at least this fraction of the da
 #                     deviation, and at most all of it (a garbage start cannot widen the range).
 AT_BOUND = 1e-3  # a parameter this close to its box (fraction of the box) is at the bound.
 START_CLIP = 1e-6  # warm starts on a bound begin this far inside it (so they can leave).
-# _lbfgs status: 0 still running (iteration budget), 1 gradient criterion, 2 decrease criterion,
-# 3 line search failed at a point whose gradient is not small, 4 non-finite.
-RUNNING, CONV_GRAD, CONV_DECREASE, LS_FAILED, NONFINITE = range(5)
 
 
 @dataclasses.dataclass
@@ -290,117 +280,6 @@ def _project(f0, cols_LxN, m_L, amp, y_N, w_N):
   return jnp.where(ok, c, jnp.nan)
 
 
-def _direction(g_P, s_MxP, y_MxP, rho_M):
-  """-H g by the L-BFGS two-loop recursion; slot 0 holds the newest pair, empty slots have
-  rho 0. Initial scaling s'y / y'y of the newest pair; without pairs g / max(1, |g|)."""
-  m = rho_M.shape[0]
-  q, alphas = g_P, []
-  for i in range(m):
-    a = rho_M[i] * (s_MxP[i] @ q)
-    q = q - a * y_MxP[i]
-    alphas.append(a)
-  yy = y_MxP[0] @ y_MxP[0]
-  gamma = jnp.where((rho_M[0] > 0) & (yy > 0), 1.0 / (rho_M[0] * yy + 1e-300),
-                    1.0 / jnp.maximum(1.0, jnp.linalg.norm(g_P)))
-  r = gamma * q
-  for i in reversed(range(m)):
-    r = r + (alphas[i] - rho_M[i] * (y_MxP[i] @ r)) * s_MxP[i]
-  return -r
-
-
-def _lbfgs(fun, theta0, max_iter, gtol=GTOL, ftol=FTOL, rtol=RTOL, ls_steps=LS_STEPS[1]):
-  """Minimises fun from theta0 by L-BFGS with a backtracking Armijo line search.
-
-  Returns (theta, value, status, iterations); status as RUNNING.. above. A step is taken only
-  when the line search achieves sufficient decrease (value strictly lower); otherwise theta and
-  the value stay, the memory is cleared (the next try is steepest descent) and MAX_FAILS
-  failures in a row stop the run: converged (CONV_DECREASE) when the gradient is small
-  relative to the objective (max |g| <= rtol sqrt(2 f); rtol may be traced), else LS_FAILED.
-  Converged otherwise: max |g| <= gtol (CONV_GRAD), or a step that changed f by <= ftol
-  relative at a point with max |g| <= rtol sqrt(2 f) (CONV_DECREASE). Curvature pairs with
-  s'y <= 0 are not stored.
-  Jittable and vmappable (finished runs skip their line search).
-  """
-  vg = jax.value_and_grad(fun)
-  m, p = MEMORY, theta0.shape[0]
-
-  def small(f, g):
-    return jnp.max(jnp.abs(g)) <= rtol * jnp.sqrt(2.0 * jnp.maximum(f, 0.0))
-
-  def status_at(f, g, dec):
-    finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(g))
-    return jnp.where(~finite, NONFINITE, jnp.where(
-        jnp.max(jnp.abs(g)) <= gtol, CONV_GRAD,
-        jnp.where((dec <= ftol) & small(f, g), CONV_DECREASE, RUNNING))).astype(jnp.int32)
-
-  def cond(c):
-    return (c[8] == RUNNING) & (c[6] < max_iter)
-
-  def body(c):
-    theta, f, g, s_M, y_M, rho_M, it, fails, status = c
-    d = _direction(g, s_M, y_M, rho_M)
-    slope = g @ d
-    descent = (slope < 0) & jnp.all(jnp.isfinite(d))
-    d = jnp.where(descent, d, -g / jnp.maximum(1.0, jnp.linalg.norm(g)))
-    rho_M = jnp.where(descent, rho_M, 0.0)
-    slope = g @ d
-    running = status == RUNNING
-
-    def armijo(t, ft):
-      return (ft <= f + ARMIJO * t * slope) & (ft < f)
-
-    def ls_cond(l):
-      t, ft, j = l
-      return running & ~armijo(t, ft) & (j < ls_steps)
-
-    def ls_body(l):
-      t, ft, j = l
-      den = 2.0 * (ft - f - slope * t)
-      tq = jnp.where(jnp.isfinite(ft) & (den > 0), -slope * t * t / den, 0.1 * t)
-      t = jnp.clip(tq, 0.1 * t, 0.5 * t)
-      return t, fun(theta + t * d), j + 1
-
-    one = jnp.ones((), theta.dtype)
-    t, ft, _ = jax.lax.while_loop(ls_cond, ls_body, (one, fun(theta + d), jnp.int32(1)))
-    new = theta + t * d
-    f_n, g_n = vg(new)
-    ok = (armijo(t, ft) & jnp.isfinite(f_n) & jnp.all(jnp.isfinite(g_n))
-          & jnp.all(jnp.isfinite(new)))
-    s, y = new - theta, g_n - g
-    sy = s @ y
-    store = ok & (sy > 1e-12 * jnp.linalg.norm(s) * jnp.linalg.norm(y))
-    push = lambda a_M, a: jnp.where(store, jnp.concatenate([a[None], a_M[:-1]]), a_M)
-    s_M, y_M = push(s_M, s), push(y_M, y)
-    rho_M = push(rho_M, 1.0 / jnp.where(store, sy, 1.0))
-    rho_M = jnp.where(ok, rho_M, 0.0)
-    fails = jnp.where(ok, 0, fails + 1)
-    dec = (f - f_n) / jnp.maximum(jnp.abs(f_n), 1e-300)
-    stop = jnp.where(fails >= MAX_FAILS, jnp.where(small(f, g), CONV_DECREASE, LS_FAILED),
-                     RUNNING).astype(jnp.int32)
-    status = jnp.where(running, jnp.where(ok, status_at(f_n, g_n, dec), stop), status)
-    theta = jnp.where(ok, new, theta)
-    f, g = jnp.where(ok, f_n, f), jnp.where(ok, g_n, g)
-    return theta, f, g, s_M, y_M, rho_M, it + 1, fails, status
-
-  f0, g0 = vg(theta0)
-  zeros = jnp.zeros((m, p), theta0.dtype)
-  c0 = (theta0, f0, g0, zeros, zeros, jnp.zeros(m, theta0.dtype), jnp.int32(0), jnp.int32(0),
-        status_at(f0, g0, jnp.inf))
-  out = jax.lax.while_loop(cond, body, c0)
-  return out[0], out[1], out[8], out[6]
-
-
-def _preconditioned(fun, res_fn, theta0):
-  """fun and the map z -> theta of a Gauss-Newton-whitened parameterisation around theta0."""
-  j_NxP = jax.jacfwd(res_fn)(theta0)
-  j_NxP = jnp.where(jnp.isfinite(j_NxP), j_NxP, 0.0)
-  lam, v = jnp.linalg.eigh(j_NxP.T @ j_NxP)
-  lam = jnp.maximum(lam, jnp.max(lam) * 1e-14 + 1e-300)
-  m_PxP = v / jnp.sqrt(lam)[None, :]
-  to_theta = lambda z: theta0 + m_PxP @ z
-  return (lambda z: fun(to_theta(z))), to_theta
-
-
 @functools.lru_cache(maxsize=None)
 def _solver(name: str):
   """Jitted (q0_CxSxP, xs{C x N}, y_CxN, w_CxN, delta_C, noise_c_C, iters_2, lo_P, hi_P,
@@ -467,12 +346,14 @@ def _solver(name: str):
       phi_K = jax.vmap(phi)(scan_KxQ)
       scan = scan_KxQ[jnp.argmin(jnp.where(jnp.isfinite(phi_K), phi_K, jnp.inf))]
       starts = jnp.concatenate([q0_SxP[:, nl], jnp.where(use_scan, scan, q0_SxP[0, nl])[None]])
-      th_SxQ = jax.vmap(lambda q: _lbfgs(phi, q, iters[0], *SEARCH_TOL, LS_STEPS[0])[0])(starts)
+      th_SxQ = jax.vmap(
+          lambda q: lbfgs.minimize(phi, q, iters[0], *SEARCH_TOL, LS_STEPS[0])[0])(starts)
       q_SxP = jax.vmap(lambda q: solve_lin(q)[0])(th_SxQ)
     elif lin.size:
       q_SxP = jax.vmap(lambda q: solve_lin(q[nl])[0])(q0_SxP[:1])
     else:
-      q_SxP = jax.vmap(lambda q: _lbfgs(lsq, q, iters[0], *SEARCH_TOL, LS_STEPS[0])[0])(q0_SxP)
+      q_SxP = jax.vmap(
+          lambda q: lbfgs.minimize(lsq, q, iters[0], *SEARCH_TOL, LS_STEPS[0])[0])(q0_SxP)
     # The least-squares best start: residual scale (range check) and noise scale (delta).
     ls_S = jax.vmap(lsq)(q_SxP)
     ls_S = jnp.where(jnp.isfinite(ls_S), ls_S, jnp.inf)
@@ -489,23 +370,22 @@ def _solver(name: str):
     f_S = jnp.where(jnp.isfinite(f_S), f_S, jnp.inf)
     best = q_SxP[jnp.argmin(f_S)]
     # Phase 2, the best start: every parameter, the exact objective, L-BFGS in
-    # Gauss-Newton-whitened coordinates, re-whitened up to POLISH_ROUNDS times while it runs.
+    # Gauss-Newton-whitened coordinates, re-whitened where it stands every POLISH_CHUNK
+    # iterations, and once more after a failed line search.
     best = jnp.where(jnp.isfinite(best), best, 0.0)
     rtol = RTOL / jnp.sqrt(jnp.maximum(dof, 1.0))
-    chunk = jnp.maximum(iters[1] // POLISH_ROUNDS, 1)
 
     def round_cond(c):
-      return (((c[2] == RUNNING) | (c[2] == LS_FAILED)) & (c[3] < iters[1])
-              & (c[4] < POLISH_ROUNDS))
+      return (((c[2] == RUNNING) | ((c[2] == LS_FAILED) & (c[4] < 2)))
+              & (c[3] < iters[1]))
 
     def round_body(c):
-      q, _, _, n, k = c
-      fz, to_q = _preconditioned(fun, lambda q: res_of(pred_q(q)[0]), q)
-      left = iters[1] - n
-      z, f, st, m = _lbfgs(fz, jnp.zeros_like(q),
-                           jnp.where(k == POLISH_ROUNDS - 1, left, jnp.minimum(chunk, left)),
-                           rtol=rtol)
-      return to_q(z), f, st, n + m, k + 1
+      q, _, _, n, fails = c
+      fz, to_q = lbfgs.preconditioned(fun, lambda q: res_of(pred_q(q)[0]), q)
+      z, f, st, m = lbfgs.minimize(fz, jnp.zeros_like(q),
+                                   jnp.minimum(POLISH_CHUNK, iters[1] - n),
+                                   rtol=rtol)
+      return to_q(z), f, st, n + m, jnp.where(st == LS_FAILED, fails + 1, 0)
 
     c0 = (best, fun(best), jnp.int32(RUNNING), jnp.int32(0), jnp.int32(0))
     q, f, status, n_it, _ = jax.lax.while_loop(round_cond, round_body, c0)

@@ -163,8 +163,10 @@ def _options_json(sweep, opts):
                        'largest feasible R (grid + bisection)'),
            eq6_fit=('Huber delta = huber_c x sigma per curve (sigma from second differences); '
                     f'general loss with general_terms = {opts.general_terms!r} (auto: two '
-                    'terms where AICc with the effective n under serial correlation supports '
-                    'them, else a T^s + b); parameters bounded (forms.py); fits at a bound or '
+                    'terms where the evals rise then fall, where the one-term slope at T_max '
+                    'contradicts the late window slope by > turn_z standard errors, or where '
+                    'AICc with the effective n under serial correlation supports them, else '
+                    'a T^s + b); parameters bounded (forms.py); fits at a bound or '
                     'off the data range flagged'),
            bootstrap=('two-stage: whole runs (seeds) resampled when a (size, R) has >= 2, '
                       'and fit residuals redrawn within runs as serially correlated noise '
@@ -232,6 +234,8 @@ def _curve_rows(data, eq6, boot, opts):
       res = eq6.results[key]
       row = dict(size=c.size, ratio=c.ratio, which=k, form=form.name,
                  terms=(2 if eq6.two_term_C[j] else 1) if k == 'general' else 1,
+                 evals_turn=bool(eq6.turn_C[j]) if k == 'general' else None,
+                 late_slope_rejects_one_term=bool(eq6.late_C[j]) if k == 'general' else None,
                  run_ids=c.run_ids, seeds=[r.seed for r in c.runs],
                  params=_pdict(form.params, p[0, j]), objective=num(res.objective_C[j]),
                  mse=num(res.mse_C[j]), r2=num(res.r2_C[j]), converged=bool(res.converged_C[j]),

@@ -43,12 +43,15 @@ class FitOptions:
   # learning rate first reaches its maximum (read from the table's lr column).
   warmup_steps: int | str = 'auto'
   # Terms of the general-loss Eq. 6: 2 (the paper's), 1 (its monotone a T^s + b case) or
-  # 'auto': two where the evals turn (turn_z below: a one-term law cannot fall after a rise,
-  # so it is never chosen there) or where AICc, with the effective sample size under serial
-  # correlation, supports them; else one (docs/laws.md, "The general-loss form").
+  # 'auto': two where the evals turn or their late slope rejects the monotone one-term fit
+  # (turn_z below: it cannot fall after a rise, so it is never chosen there) or where AICc,
+  # with the effective sample size under serial correlation, supports them; else one
+  # (docs/laws.md, "The general-loss form").
   general_terms: int | str = 'auto'
-  # A curve's evals turn when its smoothed peak lies before T_max and the fall from the peak
-  # to the end exceeds turn_z standard errors.
+  # A curve's evals turn when its highest window of evals is neither the first nor the last
+  # and the fall from it to the end exceeds turn_z standard errors; the late slope rejects the
+  # one-term fit when it is negative and the fit's slope at T_max lies turn_z standard errors
+  # above it.
   turn_z: float = 2.0
   # Model-free condition B: slopes over the trailing window (T_b (1 - slope_window), T_b].
   slope_window: float = 0.25

@@ -15,7 +15,7 @@ from mixlaw import results
 from mixlaw import workdir as workdir_lib
 from mixlaw.laws import decisions
 from mixlaw.laws import surface as surface_lib
-from mixlaw.laws import table as table_lib
+from mixlaw.laws import curves as curves_lib
 from mixlaw.laws.options import FitError, FitOptions
 
 
@@ -56,7 +56,7 @@ def across_sizes(fits: dict, rows: list, workdir: str, opts: FitOptions) -> dict
   keep += [r for r in ref if r.get('size_name') not in mine]
   o = FitOptions.make(opts, tokens_per_unit=fits['options']['tokens_per_unit'],
                       domain=fits['options']['domain'])
-  sweep = table_lib.load(keep, o)
+  sweep = curves_lib.load(keep, o)
   delta = float(np.nanmedian([c['huber_delta'] for c in fits['curves']
                               if c['which'] == 'general' and c['huber_delta'] is not None]))
   surf = surface_lib.fit(sweep, huber_delta=delta, lam=o.lam, eps=o.eps,

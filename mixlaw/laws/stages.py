@@ -15,8 +15,9 @@ from mixlaw.laws import bootstrap
 from mixlaw.laws import cmr as cmr_lib
 from mixlaw.laws import fit as fit_lib
 from mixlaw.laws import forms as forms_lib
+from mixlaw.laws import modelfree
 from mixlaw.laws import noise
-from mixlaw.laws import table as table_lib
+from mixlaw.laws import curves as curves_lib
 from mixlaw.laws.options import FitOptions, LAM_RANGE
 
 N_GRID = 64  # points of every fitted-curve evaluation grid in fits.json.
@@ -43,7 +44,7 @@ def _pdict(names, values):
 @dataclasses.dataclass
 class Data:
   """Every curve's points in padded C x N arrays (runs back to back; run_CxN = run index)."""
-  sweep: table_lib.Sweep
+  sweep: curves_lib.Sweep
   curves: list
   size_of: np.ndarray
   t_CxN: np.ndarray
@@ -85,6 +86,7 @@ class Eq6:
   run_fitted: dict  # each run's own fit at its points (= fitted with one run).
   flags: dict  # which -> [[reason, ...] per curve]
   turn_C: np.ndarray  # the general evals rise then fall (turns()): never one term there.
+  late_C: np.ndarray  # the one-term fit's slope at T_max contradicts the measured late slope.
 
 
 def _one_term_as_eq6(p_xP):
@@ -132,16 +134,17 @@ def _flags(res, i, form, y_N, fitted_grid, sigma):
     out.append(f'leaves the data range [{y_N.min():.3g}, {y_N.max():.3g}] (+-{margin:.2g}) '
                f'inside [T_min, T_max]: {float(fitted_grid[off][0]):.3g}')
   if not res.converged_C[i]:
-    out.append('not converged (tight tolerance not met)')
+    out += [f for f in res.flags(i) if not f.startswith('off range')] or ['not converged']
   return out
 
 
 def turns(curve, sigma: float, rho: float, z: float, n_windows: int = 6):
   """(turns, fall, se): the curve's evals rise then fall. Each run's evals are cut into
   n_windows consecutive windows; window means are averaged over runs; the evals turn when the
-  highest window is not the last and the fall from it to the last window exceeds z standard
-  errors (eval noise sigma with AR(1) correlation rho; the max of noisy means is biased up, so
-  this errs towards 'turns', i.e. towards the form that can turn)."""
+  highest window is neither the first (a curve that falls throughout is monotone) nor the last
+  and the fall from it to the last window exceeds z standard errors (eval noise sigma with
+  AR(1) correlation rho; the max of noisy means is biased up, so this errs towards 'turns',
+  i.e. towards the form that can turn)."""
   m = min(run.t_N.size for run in curve.runs)
   w = max(2, min(n_windows, m // 2))
   if m < 4 or not np.isfinite(sigma):
@@ -152,7 +155,23 @@ def turns(curve, sigma: float, rho: float, z: float, n_windows: int = 6):
   se_w = sigma * math.sqrt(noise.ar_factor(rho, k) / k / len(curve.runs))
   top = int(np.argmax(means))
   fall, se = float(means[top] - means[-1]), math.sqrt(2.0) * se_w
-  return bool(top < w - 1 and fall > z * se), fall, se
+  return bool(0 < top < w - 1 and fall > z * se), fall, se
+
+
+def contradicts_late_slope(curve, p1_P, t_b: float, frac: float, rho: float, z: float) -> bool:
+  """The evals fall over the trailing window ending at t_b (modelfree.slope: least squares per
+  run; standard error across seeds and from serially correlated noise) and the one-term
+  (monotone) general fit's slope at t_b lies above that slope by more than z standard errors:
+  the late evals reject the monotone form (a turn too late or too shallow for the window
+  test, which a one-term fit reads as still rising)."""
+  if not np.all(np.isfinite(p1_P)):
+    return False
+  s, se, _ = modelfree.slope([r.t_N for r in curve.runs], [r.gen_N for r in curve.runs], t_b,
+                             frac, rho)
+  if not (np.isfinite(s) and np.isfinite(se) and se > 0):
+    return False
+  fitted = float(cmr_lib.eq6_slope('general', _one_term_as_eq6(p1_P[None])[0], t_b))
+  return bool(s < 0 and fitted - s > z * se)
 
 
 def _size_rho(data, i, resid, n_params) -> float:
@@ -188,21 +207,28 @@ def fit_eq6(data: Data, opts: FitOptions) -> Eq6:
                 res['general1'].params_CxP)[:, None], t),
             'domain': cmr_lib.eq6_at('domain', res['domain'].params_CxP[:, None], t)}
   gkey, gp = ('general1', 3) if opts.general_terms == 1 else ('general2', 5)
-  resid = {'general': data.y['general'] - fitted[gkey], 'domain': data.y['domain'] -
-           fitted['domain']}
-  rho_S = np.array([_size_rho(data, i, resid, dict(general=gp, domain=3))
-                    for i in range(len(sweep.sizes))])
+  # Each run's own fits in every variant (a curve with one run: its fit). The serial correlation
+  # of the eval noise is read from residuals about them: residuals about the pooled fit also
+  # carry each seed's smooth deviation, which reads as strong correlation.
+  runs = _run_fits(data, res, delta, fitted)
+  rho_S = np.array([_size_rho(data, i, {k: data.y[k] - runs[key] for k, key in
+                                        (('general', gkey), ('domain', 'domain'))},
+                              dict(general=gp, domain=3)) for i in range(len(sweep.sizes))])
   turn = np.array([turns(c, eq6_sigma, float(rho_S[data.size_of[j]]), opts.turn_z)[0]
                    for j, (c, eq6_sigma) in enumerate(zip(data.curves, sigma['general']))])
+  late = np.array([contradicts_late_slope(
+      c, res['general1'].params_CxP[j], sweep.sizes[data.size_of[j]].t_max, opts.slope_window,
+      float(rho_S[data.size_of[j]]), opts.turn_z) for j, c in enumerate(data.curves)])
   two = _select(res['general2'], res['general1'], w.sum(axis=1), rho_S[data.size_of],
-                opts.general_terms, turn)
+                opts.general_terms, turn | late)
   params = {'general': np.where(two[:, None], res['general2'].params_CxP,
                                 _one_term_as_eq6(res['general1'].params_CxP)),
             'domain': res['domain'].params_CxP}
   fit_vals = {'general': np.where(two[:, None], fitted['general2'], fitted['general1']),
               'domain': fitted['domain']}
-  run_vals = _run_fits(data, res, two, delta, fit_vals)
-  if any(len(c.runs) > 1 for c in data.curves):  # seeds' own deviations are not eval noise.
+  run_vals = {'general': np.where(two[:, None], runs['general2'], runs['general1']),
+              'domain': runs['domain']}
+  if opts.general_terms == 'auto' and any(len(c.runs) > 1 for c in data.curves):
     resid = {k: data.y[k] - run_vals[k] for k in WHICH}
     rho_S = np.array([_size_rho(data, i, resid, dict(general=gp, domain=3))
                       for i in range(len(sweep.sizes))])
@@ -216,14 +242,15 @@ def fit_eq6(data: Data, opts: FitOptions) -> Eq6:
       y = getattr(c, 'gen_N' if k == 'general' else 'dom_N')
       flags[k].append(_flags(res[key], j, forms_lib.get_form(form), y,
                              cmr_lib.eq6_at(k, params[k][j], grid), sigma[k][j]))
-  return Eq6(params, two, res, sigma, delta, rho_S, block, fit_vals, run_vals, flags, turn)
+  return Eq6(params, two, res, sigma, delta, rho_S, block, fit_vals, run_vals, flags, turn,
+             late)
 
 
-def _run_fits(data, res, two, delta, fit_vals) -> dict:
-  """Each run's own Eq. 6 fit (its curve's form, warm-started at the curve's fit) at its points:
-  which -> C x N. A curve with one run: its fit. What the bootstrap keeps of a run (its seed's
-  smooth deviation) and what it redraws (the residual eval noise)."""
-  out = {k: v.copy() for k, v in fit_vals.items()}
+def _run_fits(data, res, delta, fitted) -> dict:
+  """Each run's own Eq. 6 fit in every variant ('general2', 'general1', 'domain'; warm-started
+  at its curve's fit) at its points: key -> C x N. A curve with one run: its fit. What the
+  bootstrap keeps of a run (its seed's smooth deviation) and what it redraws (the eval noise)."""
+  out = {k: v.copy() for k, v in fitted.items()}
   rows = [(j, r) for j, c in enumerate(data.curves) if len(c.runs) >= 2
           for r in range(len(c.runs))]
   if not rows:
@@ -238,8 +265,8 @@ def _run_fits(data, res, two, delta, fit_vals) -> dict:
   js = np.array([j for j, _ in rows])
   for which, key, form in (('domain', 'domain', 'eq6_dom'), ('general', 'general2', 'eq6_gen'),
                            ('general', 'general1', 'power')):
-    sel = np.flatnonzero(np.ones(len(rows), bool) if which == 'domain'
-                         else two[js] == (key == 'general2'))
+    ok = np.all(np.isfinite(res[key].params_CxP[js]), axis=1)
+    sel = np.flatnonzero(ok)
     if not sel.size:
       continue
     f = forms_lib.get_form(form)
@@ -251,7 +278,7 @@ def _run_fits(data, res, two, delta, fit_vals) -> dict:
     for i, v in zip(sel, vals):
       j, run = rows[i]
       pts = np.flatnonzero(data.run_CxN[j] == run)
-      out[which][j, pts] = v[:pts.size]
+      out[key][j, pts] = v[:pts.size]
   return out
 
 
@@ -287,7 +314,8 @@ def multiplicities(sweep, n_boot: int, seed: int, shared: bool) -> list:
   out = []
   for c in curves:
     k = len(c.runs)
-    own = np.stack([np.bincount(rng.integers(0, k, k), minlength=k) for _ in range(n_boot)])
+    own = np.array([np.bincount(rng.integers(0, k, k), minlength=k)
+                    for _ in range(n_boot)], int).reshape(n_boot, k)
     if shared and k >= 2:
       m = joint[:, [labels.index(r.seed) for r in c.runs]]
       m = np.where(m.sum(axis=1, keepdims=True) > 0, m, own)
@@ -339,7 +367,7 @@ def replicate(data: Data, eq6: Eq6, opts: FitOptions, n_boot: int | None = None,
         what='bootstrap curve', polish_iter=fit_lib.POLISH_ITER_BOOT)
   n = w.sum(axis=1)
   sel = _select(out['general2'], out['general1'], n, tile(eq6.rho_S[data.size_of]),
-                opts.general_terms, tile(eq6.turn_C))
+                opts.general_terms, tile(eq6.turn_C | eq6.late_C))
   gen = np.where(sel[:, None], out['general2'].params_CxP,
                  _one_term_as_eq6(out['general1'].params_CxP))
   dom = out['domain'].params_CxP

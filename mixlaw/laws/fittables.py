@@ -276,8 +276,12 @@ def _surface(fits):
                   sf['reason'])]
   eps = fits['options']['eps']
   out = [Table('surface', 'Joint surface (R, N, T): fit and CMR', [
-      'size', 'CMR surface', 'CMR per size'],
-      [[c['size'], _cmr_text(c['cmr_surface'], c['censored']), pct(c['cmr_observed'])]
+      'size', 'CMR surface', 'its interval', 'CMR per size', 'its interval',
+      'inside per-size interval', 'R = 0: dL_gen surface', 'R = 0: measured'],
+      [[c['size'], _cmr_text(c['cmr_surface'], c['censored']),
+        interval(c.get('lo'), c.get('hi')), pct(c['cmr_observed']),
+        interval(c.get('observed_lo'), c.get('observed_hi')), fmt(c.get('inside_observed')),
+        fmt(c.get('control_dL_general')), fmt(c.get('control_dL_general_measured'))]
        for c in sf['cmr']],
       f'R2 general {fmt(sf["general"]["r2"])} (converged {fmt(sf["general"]["converged"])}), '
       f'domain {fmt(sf["domain"]["r2"])} (converged {fmt(sf["domain"]["converged"])})')]
