@@ -84,6 +84,7 @@ def run(scenario, draws, n_boot, first_seed=0, n_starts=64):
   opts = options(n_boot, orders, n_starts)
   truth = truths(family, opts)
   hits, hits_a, hits_mf, widths, errors, errors_mf, n_ok, widened = [], [], [], [], [], [], [], 0
+  draw_errors = []  # per draw: the mean error of its sizes' CMRs.
   two_terms, used = [], set()
   t0 = time.perf_counter()
   for d in range(first_seed, first_seed + draws):
@@ -92,6 +93,7 @@ def run(scenario, draws, n_boot, first_seed=0, n_starts=64):
     fits = api.fit_table(table, opts, seed=d)
     used.add(fits['options']['data_orders_used'])
     two_terms += [c['terms'] == 2 for c in fits['curves'] if c['which'] == 'general']
+    mine = []
     for row in fits['cmr']:
       tr = truth[row['size']]
       hits.append(covered(row, tr))
@@ -103,10 +105,13 @@ def run(scenario, draws, n_boot, first_seed=0, n_starts=64):
         widths.append(row['hi'] - row['lo'])
       if row['cmr'] is not None:
         errors.append(row['cmr'] - tr['cmr'])
+        mine.append(errors[-1])
       if mf['cmr'] is not None:
         errors_mf.append(mf['cmr'] - tr['cmr'])
       n_ok.append(row['n_ok'])
       widened += row['ci_widened']
+    if mine:
+      draw_errors.append(float(np.mean(mine)))
   mean = lambda x: float(np.mean(x)) if len(x) else None
   return dict(scenario=scenario, family=family, noise=noise, data_orders=orders,
               data_orders_used=sorted(used), draws=draws, intervals=len(hits), n_boot=n_boot,
@@ -114,6 +119,10 @@ def run(scenario, draws, n_boot, first_seed=0, n_starts=64):
               coverage_condition_A_only=float(np.mean(hits_a)),
               coverage_model_free_def2=float(np.mean(hits_mf)),
               mean_width=mean(widths), bias=mean(errors),
+              # The sizes of a draw share its seeds (paired: their deviations too), so draws,
+              # not estimates, are the independent units of the bias's standard error.
+              bias_se=(float(np.std(draw_errors, ddof=1) / np.sqrt(len(draw_errors)))
+                       if len(draw_errors) >= 2 else None),
               rmse=float(np.sqrt(np.mean(np.square(errors)))) if errors else None,
               n_estimates=len(errors), bias_model_free_def2=mean(errors_mf),
               rmse_model_free_def2=(float(np.sqrt(np.mean(np.square(errors_mf))))
