@@ -55,7 +55,8 @@ def _eq6(table):
     gen, dom = eq6.params['general'][j], eq6.params['domain'][j]
     slope = float(cmr_lib.eq6_slope('general', gen, 100.0))
     g = float(cmr_lib.eq6_slope('domain', dom, 100.0)) + OPTS.lam * slope
-    out[(c.size, c.ratio)] = dict(turned=bool(eq6.turn_C[j]), late=bool(eq6.late_C[j]), terms=2 if eq6.two_term_C[j] else 1,
+    out[(c.size, c.ratio)] = dict(turned=bool(eq6.turn_C[j]), late=bool(eq6.late_C[j]),
+                                  terms=2 if eq6.two_term_C[j] else 1,
                                   slope=slope, g=g)
   return out
 
