@@ -21,9 +21,10 @@ L-BFGS (lbfgs.py) keeps a step only when its backtracking line search found suff
 decrease; otherwise theta and the value stay, the memory is cleared, and a second failure in a
 row stops the run. Converged: max |gradient| <= GTOL, or the value changed by <= FTOL
 (relative) in the last step (or could not be decreased at all) at a point where max |gradient|
-<= RTOL x the residual scale sqrt(2 objective / (n - p)); in the whitened coordinates the gradient is about
-the distance to the optimum in standard errors (less where the curvature exceeds Gauss-Newton's),
-so this says: within RTOL standard errors of the optimum, and no decrease left to find.
+<= RTOL x the residual scale sqrt(2 objective / (n - p)); in the whitened coordinates the
+gradient is about the distance to the optimum in standard errors (less where the curvature
+exceeds Gauss-Newton's), so this says: within RTOL standard errors of the optimum, and no
+decrease left to find.
 A fit is also not converged, and says why in `flags_C`, when its in-sample predictions leave the
 data's range by more than OFF_RANGE_K sigma (sigma: the least-squares best start's residual
 scale, between SIGMA_FLOOR and 1 times the data's standard deviation) or its objective ends
