@@ -79,8 +79,10 @@ def test_two_stage_replicates_resample_runs_and_redraw_residuals():
   fit = {k: np.zeros((1, 2 * n)) for k in ('general', 'domain')}
   y = {k: rng.normal(0, 1, (1, 2 * n)) for k in fit}
   for mode in ('blocks', 'ar1'):
+    seeds = bootstrap.seed_draws([[0, 1]], 200, 0, False, 'runs')
     reps = bootstrap.draw(run, w, fit, fit, y, 200, 0, rho_C=np.array([0.5]),
-                          n_params=dict(general=3, domain=3), blocks_C=np.array([3]), mode=mode)
+                          n_params=dict(general=3, domain=3), blocks_C=np.array([3]), mode=mode,
+                          seeds=seeds)
     assert reps.w_BxCxN.shape == (200, 1, 2 * n)
     mult = reps.w_BxCxN[:, 0, [0, n]]  # each run's weight is its multiplicity
     assert set(map(tuple, mult)) <= {(2, 0), (1, 1), (0, 2)} and len(set(map(tuple, mult))) == 3
@@ -91,6 +93,27 @@ def test_two_stage_replicates_resample_runs_and_redraw_residuals():
           src = [int(np.flatnonzero(y['general'][0] == v)[0]) for v in g[b, lo:lo + n]]
           assert all(lo <= s < lo + n for s in src)
           np.testing.assert_array_equal(d[b, lo:lo + n], y['domain'][0][src])
+
+
+@pytest.mark.parametrize('n_seeds', [2, 3])
+def test_wild_t_seed_draws_cover_a_seed_effect_at_the_nominal_rate(n_seeds):
+  """A seed effect known only from n seeds: the replicate seed mean's 95% percentile interval
+  covers the true mean at ~95% with 'wild_t' (s / sqrt(n) t_{n-1}); 'runs' (whole runs with
+  replacement) covers (2 / pi) arctan(sqrt 2) = 61% with two seeds."""
+  rng = np.random.default_rng(11)
+  n_data, n_boot = 400, 400
+  hits = {'wild_t': 0, 'runs': 0}
+  for i in range(n_data):
+    x = rng.normal(0.0, 1.0, n_seeds)  # the runs' deviations; the true mean is 0.
+    for mode in hits:
+      wt, sc = bootstrap.seed_draws([list(range(n_seeds))], n_boot, i, False, mode)[0]
+      reps = x.mean() + (wt * sc * (x - x.mean())).sum(axis=1) / wt.sum(axis=1)
+      lo, hi = np.percentile(reps, [2.5, 97.5])
+      hits[mode] += lo <= 0.0 <= hi
+  cover = {k: v / n_data for k, v in hits.items()}
+  assert abs(cover['wild_t'] - 0.95) < 0.035
+  if n_seeds == 2:
+    assert abs(cover['runs'] - 2 / np.pi * np.arctan(np.sqrt(2))) < 0.06
 
 
 def test_interval_respects_censoring_and_contains_the_estimate():
@@ -109,3 +132,24 @@ def test_interval_respects_censoring_and_contains_the_estimate():
   lo, _, _, _ = bootstrap.interval(np.r_[np.full(4, bootstrap.BELOW), np.linspace(0, 0.5, 196)],
                                    0.3, 0.95)
   assert lo >= 0.0
+
+
+def test_model_free_draws_share_seed_weights_across_ratios_when_orders_are_shared():
+  """The model-free Monte Carlo draws a seed's deviation as one data order's at every ratio
+  (paired) or per ratio (independent), t-scaled; a curve with one run gets normal draws."""
+  from mixlaw.laws import modelfree  # pylint: disable=g-import-not-at-top
+  runs = [[0.010, 0.020], [0.030, 0.040], [0.05]]  # per ratio: per-seed values (seeds 0, 1)
+  mean = np.array([np.mean(r) for r in runs])
+  se = np.array([0.005, 0.005, 0.002])
+  z = np.random.default_rng(0).standard_normal((4000, 3))
+  labels = [[0, 1], [0, 1], [0]]
+  paired = modelfree._draws(mean, se, runs, bootstrap.seed_draws(labels, 4000, 1, True), z)
+  alone = modelfree._draws(mean, se, runs, bootstrap.seed_draws(labels, 4000, 1, False), z)
+  # Equal deviations at both ratios, seed by seed: paired draws move together exactly.
+  np.testing.assert_allclose(paired[:, 1] - mean[1], paired[:, 0] - mean[0], atol=1e-12)
+  assert abs(np.corrcoef(alone[:, 0], alone[:, 1])[0, 1]) < 0.1
+  np.testing.assert_allclose(paired[:, 2], mean[2] + 0.002 * z[:, 2])
+  # t_1: the 97.5th percentile of the seed mean's deviation is ~12.7 s / sqrt(2), s / sqrt(2)
+  # = 0.005 here, where a normal draw would give 1.96 x 0.005.
+  q = np.percentile(np.abs(paired[:, 0] - mean[0]), 95) / 0.005
+  assert 9 < q < 17

@@ -26,8 +26,8 @@ from mixlaw.laws import curves as curves_lib
 from mixlaw.laws.fitsjson import SCHEMA_VERSION, _lfo_rows, _series, to_json  # noqa: F401
 from mixlaw.laws.options import FitError, FitOptions
 from mixlaw.laws.stages import (  # noqa: F401  (turns, _ratio_law_rows: re-exported)
-    Boot, Data, Eq6, cmr_laws, cmr_stage, fit_eq6, interp_exponents, multiplicities, prepare,
-    ratio_tables, replicate, shared_orders, turns, _ratio_law_rows)
+    Boot, Data, Eq6, cmr_laws, cmr_stage, fit_eq6, interp_exponents, prepare, ratio_tables,
+    replicate, seed_draws, shared_orders, turns, _ratio_law_rows)
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +45,20 @@ class Analysis:
   free: list  # modelfree.at_budget per size at its T_max.
 
 
-def analyse(sweep, opts: FitOptions, n_boot: int, mult_of: dict) -> Analysis:
+def analyse(sweep, opts: FitOptions, n_boot: int, seeds_of: dict, shared: bool) -> Analysis:
   """Eq. 6, bootstrap, exponents, Definition 2 and the model-free CMRs at each size's T_max.
-  mult_of: (size, R) -> B x runs whole-run multiplicities (shared by every cut, so replicate b
-  draws the same seeds at every budget)."""
+  seeds_of: (size, R) -> the bootstrap's stage-1 draw of that curve (bootstrap.seed_draws;
+  shared by every cut, so replicate b draws the same seeds at every budget); shared: the data
+  orders are shared across (size, R)."""
   data = prepare(sweep)
   eq6 = fit_eq6(data, opts)
-  mult = [mult_of[(c.size, c.ratio)][:n_boot] for c in data.curves]
-  boot = replicate(data, eq6, opts, n_boot, mult)
+  seeds = [tuple(a[:n_boot] for a in seeds_of[(c.size, c.ratio)]) for c in data.curves]
+  boot = replicate(data, eq6, opts, n_boot, seeds)
   e = interp_exponents(data, boot)
   per_size = cmr_stage(data, boot, e, opts, budgets_of=lambda s: np.array([s.t_max]))
   rng = np.random.default_rng([opts.seed, 11])
   free = [modelfree.at_budget(s, s.t_max, float(e['general'][0, i]), float(eq6.rho_S[i]),
-                              opts, rng) for i, s in enumerate(sweep.sizes)]
+                              opts, rng, shared) for i, s in enumerate(sweep.sizes)]
   return Analysis(sweep, data, eq6, boot, e, per_size, free)
 
 
@@ -74,9 +75,9 @@ def fit_table(table, options: FitOptions | None = None, **overrides) -> dict:
   clock = _Clock()
   sweep = curves_lib.load(table, opts)
   shared = shared_orders(sweep, opts.data_orders)
-  mults = multiplicities(sweep, opts.n_boot, opts.seed, shared)
-  mult_of = {(c.size, c.ratio): m for (_, c), m in zip(sweep.curves(), mults)}
-  full = analyse(sweep, opts, opts.n_boot, mult_of)
+  seeds = seed_draws(sweep, opts.n_boot, opts.seed, shared, opts.seed_resampling)
+  seeds_of = {(c.size, c.ratio): d for (_, c), d in zip(sweep.curves(), seeds)}
+  full = analyse(sweep, opts, opts.n_boot, seeds_of, shared)
   clock('full fit')
   cuts, dropped = {}, {}
   n_cut = opts.n_boot if opts.budget_boot is None else min(opts.budget_boot, opts.n_boot)
@@ -84,7 +85,7 @@ def fit_table(table, options: FitOptions | None = None, **overrides) -> dict:
     if f >= 1.0:
       continue
     sw, dropped[f] = budgets_lib.cut(sweep, f)
-    cuts[f] = analyse(sw, opts, n_cut, mult_of) if sw.sizes else None
+    cuts[f] = analyse(sw, opts, n_cut, seeds_of, shared) if sw.sizes else None
     clock(f'refit at {f:g} T_max')
   data, eq6, boot, e, per_size = full.data, full.eq6, full.boot, full.e, full.per_size
   series = _series(full, cuts, dropped, opts)
@@ -106,7 +107,6 @@ def fit_table(table, options: FitOptions | None = None, **overrides) -> dict:
                                     lam=opts.lam, eps=opts.eps, observed_cmr=observed,
                                     n_starts=opts.n_starts, seed=opts.seed,
                                     data_orders='shared' if shared else 'independent',
-                                    mult=mults,
                                     observed_lo=np.array(band[0]), observed_hi=np.array(band[1]),
                                     level=opts.ci_level) if opts.surface
                     else dict(reason='not requested (option surface = false)'))

@@ -10,8 +10,13 @@ Both are interpolated piecewise-linearly in u = R^e between the trained ratios (
 ratio-law exponent of the general loss, as the fitted CMR uses) on a fine grid; the
 condition-A CMR is the largest R with m <= eps, the Definition-2 CMR the largest R where both
 hold. Standard errors: across runs (seeds) when a curve has >= 2, never below the within-run
-error of serially correlated eval noise (AR(1) inflation, noise.ar_factor); intervals by Monte
-Carlo over those errors (independent across ratios).
+error of serially correlated eval noise (AR(1) inflation, noise.ar_factor). Intervals by Monte
+Carlo, drawn as the bootstrap's stage 1 draws seeds (bootstrap.seed_draws, 'wild_t'): each
+run's deviation from the seed mean (of level and of g) times Gaussian weights and a t_{n-1}
+scale, the same weights at every ratio when the data orders are shared (a seed's deviation is
+one data order's, at every R); plus normal noise for whatever the within-run error exceeds the
+between-seed one by; with one run, normal draws of the within-run error, independent across
+ratios.
 """
 
 import math
@@ -48,6 +53,19 @@ def window(t_N, t_b: float, frac: float) -> np.ndarray:
 
 def slope(runs_t, runs_y, t_b: float, frac: float, rho: float) -> tuple[float, float, int]:
   """(slope, standard error, runs) of y over the trailing window ending at t_b."""
+  b, se = run_slopes(runs_t, runs_y, t_b, frac, rho)
+  if not b:
+    return float('nan'), float('nan'), 0
+  n = len(b)
+  within = math.sqrt(np.nansum(np.square(se))) / n if np.isfinite(se).any() else float('nan')
+  if n >= 2:
+    between = float(np.std(b, ddof=1) / math.sqrt(n))
+    return float(np.mean(b)), float(np.nanmax([between, within])), n
+  return b[0], within, 1
+
+
+def run_slopes(runs_t, runs_y, t_b: float, frac: float, rho: float) -> tuple[list, list]:
+  """Per run with >= 2 evals in the window: its slope and that slope's standard error."""
   b, se = [], []
   for t, y in zip(runs_t, runs_y):
     t, y = np.asarray(t, np.float64), np.asarray(y, np.float64)
@@ -58,14 +76,7 @@ def slope(runs_t, runs_y, t_b: float, frac: float, rho: float) -> tuple[float, f
       # Serial correlation: the OLS error of a trend under AR(1) noise grows like the error of a
       # mean, by about sqrt(ar_factor) (conservative for short windows).
       se.append(e * math.sqrt(noise.ar_factor(rho, k.size)))
-  if not b:
-    return float('nan'), float('nan'), 0
-  n = len(b)
-  within = math.sqrt(np.nansum(np.square(se))) / n if np.isfinite(se).any() else float('nan')
-  if n >= 2:
-    between = float(np.std(b, ddof=1) / math.sqrt(n))
-    return float(np.mean(b)), float(np.nanmax([between, within])), n
-  return b[0], within, 1
+  return b, se
 
 
 def _interp(ratios, vals_K, e, r_G):
@@ -99,16 +110,48 @@ def cmrs(ratios, m_K, g_K, e, eps):
   return (a, za), (d, zd), decides
 
 
-def at_budget(size, t_b: float, e: float, rho: float, opts, rng) -> dict:
-  """A size's model-free CMRs at budget t_b (evals with T <= t_b of `size`, a table.Size)."""
+def _run_levels(runs_t, runs_y, t_b: float, k: int) -> list:
+  """Per run: the mean of its last k evals with T <= t_b."""
+  out = []
+  for t, y in zip(runs_t, runs_y):
+    keep = np.flatnonzero(np.asarray(t) <= t_b * (1 + 1e-9))[-k:]
+    if keep.size:
+      out.append(float(np.asarray(y, np.float64)[keep].mean()))
+  return out
+
+
+def _draws(mean_K, se_K, runs_K, seeds, z_DxK):
+  """D Monte-Carlo draws of K values: mean + the seed part (each curve's per-run deviations
+  times its stage-1 scales, averaged over runs) + normal noise of the SE the seed spread falls
+  short of (all of it with one run)."""
+  out = mean_K[None] + np.zeros_like(z_DxK)
+  for j, (vals, (_, scale)) in enumerate(zip(runs_K, seeds)):
+    vals = np.asarray(vals, np.float64)
+    extra = np.nan_to_num(se_K[j])
+    if vals.size >= 2 and scale.shape[1] == vals.size:
+      dev = vals - vals.mean()
+      out[:, j] += scale @ dev / vals.size
+      between = float(np.std(vals, ddof=1) / math.sqrt(vals.size))
+      extra = math.sqrt(max(extra * extra - between * between, 0.0))
+    out[:, j] += extra * z_DxK[:, j]
+  return out
+
+
+def at_budget(size, t_b: float, e: float, rho: float, opts, rng, shared: bool = False) -> dict:
+  """A size's model-free CMRs at budget t_b (evals with T <= t_b of `size`, a table.Size).
+  shared: the data orders are shared across ratios (the Monte Carlo's seed weights too)."""
   lam, eps = float(opts.lam), float(opts.eps)
-  rows = []
+  rows, lev_runs, g_runs = [], [], []
   for c in size.curves:
     ts = [r.t_N for r in c.runs]
     lev = noise.smoothed(ts, [r.gen_N for r in c.runs], t_b, opts.smooth_k, rho)
     sg = slope(ts, [r.gen_N for r in c.runs], t_b, opts.slope_window, rho)
     sd = slope(ts, [r.dom_N for r in c.runs], t_b, opts.slope_window, rho)
     rows.append((lev, sg, sd))
+    lev_runs.append(_run_levels(ts, [r.gen_N for r in c.runs], t_b, opts.smooth_k))
+    bg = run_slopes(ts, [r.gen_N for r in c.runs], t_b, opts.slope_window, rho)[0]
+    bd = run_slopes(ts, [r.dom_N for r in c.runs], t_b, opts.slope_window, rho)[0]
+    g_runs.append([d + lam * g for d, g in zip(bd, bg)] if len(bd) == len(bg) else [])
   m = np.array([r[0][0] for r in rows])
   m_se = np.array([r[0][1] for r in rows])
   sg, sg_se = np.array([r[1][0] for r in rows]), np.array([r[1][1] for r in rows])
@@ -117,9 +160,11 @@ def at_budget(size, t_b: float, e: float, rho: float, opts, rng) -> dict:
   g_se = np.hypot(np.nan_to_num(sd_se), lam * np.nan_to_num(sg_se))
   ratios = size.ratios
   (a, za), (d, zd), decides = cmrs(ratios, m, g, e, eps)
+  seeds = bootstrap.seed_draws([[r.seed for r in c.runs] for c in size.curves], N_DRAWS,
+                               int(rng.integers(2 ** 31)), shared, 'wild_t')
   z = rng.standard_normal((2, N_DRAWS, ratios.size))
-  m_d = m[None] + np.nan_to_num(m_se)[None] * z[0]
-  g_d = g[None] + g_se[None] * z[1]
+  m_d = _draws(m, m_se, lev_runs, seeds, z[0])
+  g_d = _draws(g, g_se, g_runs, seeds, z[1])
   draws = [cmrs(ratios, mm, gg, e, eps) for mm, gg in zip(m_d, g_d)]
   out = {}
   for key, (est, cen), k in (('condition_A', (a, za), 0), ('def2', (d, zd), 1)):

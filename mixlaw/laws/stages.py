@@ -302,27 +302,11 @@ class Boot:
   n_boot: int
 
 
-def multiplicities(sweep, n_boot: int, seed: int, shared: bool) -> list:
-  """Per curve, B x runs multiplicities of whole runs for the bootstrap. shared: one draw of
-  the seed labels per replicate, applied to every (size, R) (data orders shared across cells,
-  so the seeds are paired); a curve that draws none of its labels is drawn on its own."""
-  rng = np.random.default_rng([seed, 7])
-  curves = [c for _, c in sweep.curves()]
-  labels = sorted({r.seed for c in curves for r in c.runs})
-  joint = np.stack([np.bincount(rng.integers(0, len(labels), len(labels)),
-                                minlength=len(labels)) for _ in range(n_boot)]) if n_boot else None
-  out = []
-  for c in curves:
-    k = len(c.runs)
-    own = np.array([np.bincount(rng.integers(0, k, k), minlength=k)
-                    for _ in range(n_boot)], int).reshape(n_boot, k)
-    if shared and k >= 2:
-      m = joint[:, [labels.index(r.seed) for r in c.runs]]
-      m = np.where(m.sum(axis=1, keepdims=True) > 0, m, own)
-    else:
-      m = own
-    out.append(m if k >= 2 else np.ones((n_boot, k), int))
-  return out
+def seed_draws(sweep, n_boot: int, seed: int, shared: bool, mode: str) -> list:
+  """Per curve (sweep.curves() order) the bootstrap's stage-1 draw (bootstrap.seed_draws) over
+  its runs' seed labels."""
+  return bootstrap.seed_draws([[r.seed for r in c.runs] for _, c in sweep.curves()], n_boot,
+                              seed, shared, mode)
 
 
 def shared_orders(sweep, option: str) -> bool:
@@ -335,9 +319,10 @@ def shared_orders(sweep, option: str) -> bool:
 
 
 def replicate(data: Data, eq6: Eq6, opts: FitOptions, n_boot: int | None = None,
-              mult: list | None = None) -> Boot:
-  """Two-stage bootstrap (bootstrap.py): resample runs, redraw each run's residuals as serially
-  correlated noise; refit Eq. 6 on every replicate, warm-started at the point fit (with
+              seeds: list | None = None) -> Boot:
+  """Two-stage bootstrap (bootstrap.py): vary the seeds (seeds: per curve its stage-1 draw,
+  default drawn independently per curve), redraw each run's residuals as serially correlated
+  noise; refit Eq. 6 on every replicate, warm-started at the point fit (with
   general_terms 'auto' both general variants, reselected per replicate)."""
   c = len(data.curves)
   params = {k: eq6.params[k][None] for k in WHICH}
@@ -345,10 +330,13 @@ def replicate(data: Data, eq6: Eq6, opts: FitOptions, n_boot: int | None = None,
   b = opts.n_boot if n_boot is None else n_boot
   if not b:
     return Boot(params, np.ones((1, c), bool), two, 0)
+  if seeds is None:
+    seeds = bootstrap.seed_draws([[r.seed for r in cv.runs] for cv in data.curves], b,
+                                 opts.seed, False, opts.seed_resampling)
   reps = bootstrap.draw(data.run_CxN, data.w_CxN, eq6.fitted, eq6.run_fitted, data.y, b,
                         opts.seed, rho_C=eq6.rho_S[data.size_of],
                         n_params=dict(general=np.where(eq6.two_term_C, 5, 3), domain=3),
-                        blocks_C=eq6.block_C, mode=opts.eval_resampling, mult=mult)
+                        blocks_C=eq6.block_C, mode=opts.eval_resampling, seeds=seeds)
   t = np.broadcast_to(data.t_CxN, (b,) + data.t_CxN.shape).reshape(b * c, -1)
   w = reps.w_BxCxN.reshape(b * c, -1)
   tile = lambda a: np.broadcast_to(a, (b,) + a.shape).reshape((b * c,) + a.shape[1:])

@@ -137,27 +137,7 @@ def _shared(sweep, data_orders):
   return len(sets) == 1 and len(next(iter(sets))) >= 2
 
 
-def _multiplicities(sweep, n_boot, seed, shared):
-  """Per curve a B x runs array of whole-run multiplicities (seed labels drawn jointly when
-  shared; a curve that draws none of its labels is drawn on its own)."""
-  rng = np.random.default_rng([seed, 17])
-  curves = [c for _, c in sweep.curves()]
-  labels = sorted({r.seed for c in curves for r in c.runs})
-  joint = np.stack([np.bincount(rng.integers(0, len(labels), len(labels)),
-                                minlength=len(labels)) for _ in range(n_boot)])
-  out = []
-  for c in curves:
-    k = len(c.runs)
-    own = np.stack([np.bincount(rng.integers(0, k, k), minlength=k) for _ in range(n_boot)])
-    m = own
-    if shared and k >= 2:
-      m = joint[:, [labels.index(r.seed) for r in c.runs]]
-      m = np.where(m.sum(axis=1, keepdims=True) > 0, m, own)
-    out.append(m if k >= 2 else np.ones((n_boot, k), int))
-  return out
-
-
-def _replicates(sweep, sub, pred, n_boot, seed, mult):
+def _replicates(sweep, sub, pred, n_boot, seed, seeds):
   """B x M targets per loss and B x M weights of the replicates (bootstrap.draw per curve)."""
   n_c = len(sweep.curves())
   idx = [np.flatnonzero(sub['curve'] == j) for j in range(n_c)]
@@ -177,7 +157,7 @@ def _replicates(sweep, sub, pred, n_boot, seed, mult):
                      for k, c in (('general', 'gen'), ('domain', 'dom'))))
   size_of = np.array([i for i, _ in sweep.curves()])
   reps = bootstrap.draw(run, w, fit, fit, y, n_boot, seed, rho_C=np.array(rho_S)[size_of],
-                        n_params=dict(general=0, domain=0), mult=mult)
+                        n_params=dict(general=0, domain=0), seeds=seeds)
   m = sub['T'].size
   y_b = {k: np.zeros((n_boot, m)) for k in y}
   w_b = np.zeros((n_boot, m))
@@ -201,15 +181,15 @@ def _bounds_and_starts(form, n_starts, t_scale):
 
 
 def fit(sweep, *, huber_delta, lam, eps, observed_cmr, n_starts, loso=True, n_boot=N_BOOT,
-        seed=0, data_orders='auto', mult=None, observed_lo=None, observed_hi=None,
+        seed=0, data_orders='auto', observed_lo=None, observed_hi=None,
         level=LEVEL) -> dict:
   """Point fit, LOSO folds (loso and >= MIN_LOSO sizes) and n_boot bootstrap refits.
 
   observed_cmr: per-size CMR (NaN where censored 'below'); observed_lo / observed_hi: its
   interval per size (None entries: open), to say whether the surface's CMR lies inside.
-  data_orders: 'auto' | 'shared' | 'independent' (how runs are resampled); mult: optional per
-  curve (sweep.curves() order) a B' x runs array of run multiplicities (B' >= n_boot), e.g. the
-  per-size bootstrap's, replacing the surface's own draw.
+  data_orders: 'auto' | 'shared' | 'independent' (how runs are resampled: whole runs, seed
+  labels jointly when shared; bootstrap.seed_draws 'runs', the per-size fits' draw with the
+  same seed).
   """
   n_sizes = len(sweep.sizes)
   if sweep.size_column is None:
@@ -249,14 +229,14 @@ def fit(sweep, *, huber_delta, lam, eps, observed_cmr, n_starts, loso=True, n_bo
   # Bootstrap: replicates of every run, refitted from the point fit.
   boot = {which: np.zeros((0, len(forms_lib.get_form(form).params))) for which, form, _ in WHICH}
   rho_S = None
-  if mult is not None:
-    n_boot = min([n_boot] + [len(a) for a in mult])
   if n_boot:
     pred = {which: forms_lib.evaluate(form, fits[which].params(0), R=sub['R'], N=sub['N'],
                                       T=sub['T']) for which, form, _ in WHICH}
     shared = _shared(sweep, data_orders)
-    m = ([np.asarray(a)[:n_boot] for a in mult] if mult is not None
-         else _multiplicities(sweep, n_boot, seed, shared))
+    # Whole runs (the 'runs' draw): the surface has no per-run fits, so each run's deviation
+    # from it is redrawn with its eval noise, and a wild draw of deviations has nothing to scale.
+    m = bootstrap.seed_draws([[r.seed for r in c.runs] for _, c in sweep.curves()], n_boot,
+                             seed, shared, 'runs')
     y_b, w_b, rho_S = _replicates(sweep, sub, pred, n_boot, seed, m)
     xb = {k: np.broadcast_to(sub[k], w_b.shape) for k in ('R', 'N', 'T')}
     conv = np.ones(n_boot, bool)
@@ -269,7 +249,7 @@ def fit(sweep, *, huber_delta, lam, eps, observed_cmr, n_starts, loso=True, n_bo
       conv &= r.converged_C
     out['boot'] = dict(
         n_boot=n_boot, seed=seed, level=level, n_converged=int(conv.sum()),
-        data_orders=('given' if mult is not None else 'shared' if shared else 'independent'),
+        data_orders='shared' if shared else 'independent',
         rho=[float(v) for v in rho_S],
         method=('whole runs resampled (seed indices jointly when data orders are shared), '
                 'each run\'s residuals from the surface redrawn as AR(1) noise (bootstrap.py); '
