@@ -1,4 +1,6 @@
-"""Budgets without future data, leave-future-out, paired seeds, and the CSV input."""
+"""Budgets without future data, leave-future-out, paired seeds, decisions, and the CSV input."""
+
+import types
 
 import numpy as np
 import pytest
@@ -6,6 +8,7 @@ import pytest
 import mixlaw.laws as L
 from mixlaw.laws import api
 from mixlaw.laws import csvtable
+from mixlaw.laws import decisions
 from mixlaw.laws import synth
 from mixlaw.laws import curves as curves_lib
 
@@ -87,11 +90,18 @@ def test_leave_future_out_rows_and_decisions(fits):
 
 def test_shared_data_orders_resample_seed_indices_jointly(table):
   sweep = curves_lib.load(table)
-  shared = api.multiplicities(sweep, 50, 0, shared=True)
-  own = api.multiplicities(sweep, 50, 0, shared=False)
-  assert all(np.array_equal(m, shared[0]) for m in shared)  # one seed draw for every cell
-  assert not all(np.array_equal(m, own[0]) for m in own)
-  assert all(m.sum(axis=1).tolist() == [2] * 50 for m in shared + own)
+  for mode in ('wild_t', 'runs'):
+    shared = api.seed_draws(sweep, 50, 0, True, mode)
+    own = api.seed_draws(sweep, 50, 0, False, mode)
+    for k in (0, 1):  # weights, scales: one seed draw for every cell
+      assert all(np.array_equal(d[k], shared[0][k]) for d in shared)
+    assert not all(np.array_equal(d[0], own[0][0]) and np.array_equal(d[1], own[0][1])
+                   for d in own)
+    if mode == 'runs':  # whole runs drawn with replacement, deviations scaled by sqrt(2)
+      assert all(d[0].sum(axis=1).tolist() == [2] * 50 for d in shared + own)
+      assert all(np.allclose(d[1], np.sqrt(2)) for d in shared + own)
+    else:  # every run kept, its deviation scaled
+      assert all(np.all(d[0] == 1) for d in shared + own)
   assert api.shared_orders(sweep, 'auto') and not api.shared_orders(sweep, 'independent')
 
 
@@ -213,3 +223,32 @@ def test_predict_reads_the_cmr_law_and_its_replicates():
   assert 'cmr_law' not in predict.predict(fits, 2e6, 64e6)
   with pytest.raises(L.FitError, match='positive'):
     predict.predict(fits, -1, 64e6)
+
+
+def _family(cmr_BxJ, budgets=(50.0, 100.0)):
+  b = cmr_BxJ.shape[0]
+  return types.SimpleNamespace(out=dict(cmr_BxJ=cmr_BxJ, censor_BxJ=np.zeros(cmr_BxJ.shape, int)),
+                               bad_B=np.zeros(b, bool), budgets=np.array(budgets))
+
+
+def test_growth_verdict_reads_percentiles_of_heavy_tailed_replicates():
+  """(a) with t-scaled seed draws: a few wild replicates must not make a clear rise undecided
+  (a standard deviation would), and a difference whose central interval straddles 0 is
+  undecided whatever its point estimate."""
+  rng = np.random.default_rng(0)
+  size = types.SimpleNamespace(name='S', ratios=np.array([0.1, 0.9]))
+  opts = api.FitOptions(growth_fraction=0.5)
+  rise = 0.1 + 0.01 * rng.standard_normal(200)
+  rise[:3] = [-0.7, 0.8, -0.6]  # 1.5% wild replicates, inside the 2.3% tails of z = 2.
+  start = np.full(201, 0.3)
+  cmr = np.stack([start, start + np.r_[0.1, rise]], axis=1)
+  row = decisions.growth([size], [_family(cmr)], [[0.5, 1.0]], opts)['rows'][0]
+  assert row['diff'] == pytest.approx(0.1) and row['verdict'] == 'holds'
+  assert row['lo'] > 0.05 and row['se'] < 0.03
+  assert 0.1 - 2 * np.std(rise, ddof=1) < 0  # the SD rule would have called it undecided.
+  wide = np.stack([start, start + np.r_[0.1, 0.1 + 0.2 * rng.standard_normal(200)]], axis=1)
+  row = decisions.growth([size], [_family(wide)], [[0.5, 1.0]], opts)['rows'][0]
+  assert row['lo'] < 0 < row['hi'] and row['verdict'] == 'undecided'
+  fall = np.stack([start, start - np.r_[0.1, rise]], axis=1)
+  row = decisions.growth([size], [_family(fall)], [[0.5, 1.0]], opts)['rows'][0]
+  assert row['verdict'] == 'fails' and row['hi'] < 0

@@ -2,10 +2,14 @@
 fails / undecided at z = options.decision_z against the measured noise, with its numbers.
 
   (a) the CMR grows with T: CMR(T_max) - CMR(growth_fraction T_max), each from its own refit
-      (evals up to that budget only); SE from the paired bootstrap replicates (the same seed
+      (evals up to that budget only), judged on the paired bootstrap replicates (the same seed
       draws at both budgets);
   (b) the CMR grows with size: at T_max, each size minus the next smaller, and largest minus
       smallest; paired replicates when the seeds are paired across sizes, else independent;
+  For (a) and (b) the noise is read from percentiles, not standard deviations, of the replicate
+  differences (the t-scaled seed draws have heavy tails, bootstrap.py): the verdict holds when
+  the central interval at the level of +-z normal SE (95.4% at z = 2) lies above 0, fails when
+  it lies below; `se` is that interval's half-width / z, `lo` / `hi` its ends.
   (c) predictable in T: leave-future-out at predict_fraction: |CMR error| <= tol_cmr at every
       size and |dL_gen error| <= tol_dgen at every (size, R);
   (d) predictable across sizes (needs a reference experiment): the largest size's CMR at T_max
@@ -36,10 +40,29 @@ def _bounded(cmr_B, censor_B, r_lo, r_hi):
   return np.where(censor_B == 2, r_lo, np.where(censor_B == 1, r_hi, cmr_B))
 
 
-def _paired_se(a_B, b_B):
-  d = np.asarray(b_B, float) - np.asarray(a_B, float)
-  d = d[np.isfinite(d)]
-  return float(np.std(d, ddof=1)) if d.size >= 3 else float('nan')
+def _level(z):
+  from statistics import NormalDist  # pylint: disable=g-import-not-at-top
+  return 2 * NormalDist().cdf(z) - 1
+
+
+def _spread(x_B, est, z):
+  """(se, lo, hi): the central interval of replicates x_B at the level of +-z normal SE
+  (widened to contain est), and its half-width / z; NaNs with < 3 finite replicates."""
+  x = np.asarray(x_B, float)
+  x = x[np.isfinite(x)]
+  if x.size < 3:
+    return float('nan'), float('nan'), float('nan')
+  q = 50 * (1 - _level(z))
+  lo, hi = np.percentile(x, [q, 100 - q])
+  if np.isfinite(est):
+    lo, hi = min(lo, est), max(hi, est)
+  return float((hi - lo) / (2 * z)), float(lo), float(hi)
+
+
+def _interval_verdict(lo, hi):
+  if not (np.isfinite(lo) and np.isfinite(hi)):
+    return 'undecided'
+  return 'holds' if lo > 0 else ('fails' if hi < 0 else 'undecided')
 
 
 def growth(sizes, families, fractions, opts) -> dict:
@@ -55,13 +78,13 @@ def growth(sizes, families, fractions, opts) -> dict:
     c = _bounded(fam.out['cmr_BxJ'], fam.out['censor_BxJ'], s.ratios[0], s.ratios[-1])
     c = np.where(fam.bad_B[:, None], np.nan, c)
     diff = float(c[0, j1] - c[0, j0])
-    se = _paired_se(c[1:, j0], c[1:, j1])
+    se, lo, hi = _spread(c[1:, j1] - c[1:, j0], diff, opts.decision_z)
     rows.append(dict(size=s.name, T_from=float(fam.budgets[j0]), T_to=float(fam.budgets[j1]),
                      cmr_from=_num(c[0, j0]), cmr_to=_num(c[0, j1]), diff=_num(diff),
-                     se=_num(se), n_boot=int(c.shape[0] - 1),
+                     se=_num(se), lo=_num(lo), hi=_num(hi), n_boot=int(c.shape[0] - 1),
                      censored=[int(fam.out['censor_BxJ'][0, j0]),
                                int(fam.out['censor_BxJ'][0, j1])],
-                     verdict=_verdict(diff, se, opts.decision_z)))
+                     verdict=_interval_verdict(lo, hi)))
   return dict(id='a', claim='The Definition-2 CMR grows with the CPT budget T (T_max against '
               f'{opts.growth_fraction:g} T_max, each from evals up to its budget only)',
               verdict=_combine([r['verdict'] for r in rows]), rows=rows)
@@ -81,13 +104,17 @@ def size_trend(sizes, per_size, paired: bool, opts) -> dict:
   rows = []
   for i, j in pairs:
     diff = float(c[j][0] - c[i][0])
+    z = opts.decision_z
     if paired:
-      se = _paired_se(c[i][1:b], c[j][1:b])
+      se, lo, hi = _spread(c[j][1:b] - c[i][1:b], diff, z)
+      verdict = _interval_verdict(lo, hi)
     else:
-      se = math.hypot(np.nanstd(c[i][1:], ddof=1), np.nanstd(c[j][1:], ddof=1))
+      se = math.hypot(_spread(c[i][1:], c[i][0], z)[0], _spread(c[j][1:], c[j][0], z)[0])
+      lo, hi = diff - z * se, diff + z * se
+      verdict = _verdict(diff, se, z)
     rows.append(dict(smaller=sizes[i].name, larger=sizes[j].name, cmr_smaller=_num(c[i][0]),
-                     cmr_larger=_num(c[j][0]), diff=_num(diff), se=_num(se), paired=paired,
-                     verdict=_verdict(diff, se, opts.decision_z)))
+                     cmr_larger=_num(c[j][0]), diff=_num(diff), se=_num(se), lo=_num(lo),
+                     hi=_num(hi), paired=paired, verdict=verdict))
   if not rows:
     return dict(id='b', claim='The Definition-2 CMR grows with model size', verdict='undecided',
                 rows=[], reason='one size')

@@ -168,7 +168,11 @@ def _options_json(sweep, opts):
                     'AICc with the effective n under serial correlation supports them, else '
                     'a T^s + b); parameters bounded (forms.py); fits at a bound or '
                     'off the data range flagged'),
-           bootstrap=('two-stage: whole runs (seeds) resampled when a (size, R) has >= 2, '
+           bootstrap=('two-stage: seeds varied when a (size, R) has >= 2 runs ('
+                      + ('each run\'s deviation from the pooled fit times Gaussian weights and '
+                         'a t_{n-1} scale (wild_t)' if opts.seed_resampling == 'wild_t' else
+                         'whole runs drawn with replacement (runs)')
+                      + ', jointly across cells when data orders are shared), '
                       'and fit residuals redrawn within runs as serially correlated noise '
                       f'({opts.eval_resampling}: ' + ('AR(1) with the estimated correlation'
                                                       if opts.eval_resampling == 'ar1' else
@@ -178,7 +182,8 @@ def _options_json(sweep, opts):
            model_free=('mean of the last smooth_k evals of dL_gen before T_max per run (its '
                        'standard error across runs, or AR(1)-inflated when one run), '
                        'interpolated linearly in u = R^e_gen; CMR = largest R with it <= eps; '
-                       'interval by Monte Carlo over those errors'))
+                       'interval by Monte Carlo over those errors (seed deviations with '
+                       'wild_t weights, shared across ratios when data orders are)'))
   return o
 
 

@@ -173,7 +173,16 @@ def _decisions(fits):
     rows.append([d['id'], d['claim'], d['verdict'], _decision_numbers(d)])
   return Table('decisions', 'Decisions (computed from the fits)', [
       'id', 'claim', 'verdict', 'numbers'], rows,
-      f'verdicts at z = {fits["options"]["decision_z"]:g} against the measured noise')
+      f'verdicts at z = {fits["options"]["decision_z"]:g} against the measured noise; (a), (b): '
+      'the difference and the central interval of its bootstrap replicates at the level of '
+      '+-z normal SE')
+
+
+def _band(r):
+  """A decision row's interval [lo, hi] (decisions.py), or +- SE where it has none."""
+  if r.get('lo') is not None and r.get('hi') is not None:
+    return f'[{fmt(r["lo"], 3)}, {fmt(r["hi"], 3)}]'
+  return f'+- {fmt(r.get("se"), 3)}'
 
 
 def _decision_numbers(d):
@@ -181,11 +190,11 @@ def _decision_numbers(d):
     return d['reason']
   if d['id'] == 'a':
     return '; '.join(f'{r["size"]}: {pct(r.get("cmr_from"))} -> {pct(r.get("cmr_to"))} '
-                     f'(diff {fmt(r.get("diff"), 3)} +- {fmt(r.get("se"), 3)}, {r["verdict"]})'
+                     f'(diff {fmt(r.get("diff"), 3)} {_band(r)}, {r["verdict"]})'
                      for r in d['rows'])
   if d['id'] == 'b':
-    return '; '.join(f'{r["larger"]} - {r["smaller"]}: {fmt(r["diff"], 3)} +- '
-                     f'{fmt(r["se"], 3)} ({r["verdict"]})' for r in d['rows'])
+    return '; '.join(f'{r["larger"]} - {r["smaller"]}: {fmt(r["diff"], 3)} {_band(r)} '
+                     f'({r["verdict"]})' for r in d['rows'])
   if d['id'] == 'c':
     return '; '.join(f'{r["size"]}: CMR error {fmt(r["cmr_error"], 3)}, max |dL_gen error| '
                      f'{fmt(_max_abs(r["dL_general_errors"]), 4)}' for r in d['rows'])
