@@ -17,6 +17,7 @@ surface). Prints one JSON line per scenario; --append adds them to
 benchmarks/results/calibration.jsonl.
 
   python benchmarks/calibration.py [--draws 50] [--n-boot 100] [--scenarios turn_paired,...]
+      [--seed-resampling wild_t|runs] [--first-seed 0]
 """
 
 import argparse
@@ -50,10 +51,11 @@ SCENARIOS = {  # name: family, synth.table noise options, data_orders of the fit
 }
 
 
-def options(n_boot, data_orders, n_starts=64):
+def options(n_boot, data_orders, n_starts=64, seed_resampling='wild_t'):
   """The fit settings of every draw: the full fit only (no budgets, no surface)."""
   return laws.FitOptions(n_boot=n_boot, surface=False, n_starts=n_starts,
-                         budget_fractions=(1.0,), lfo_fractions=(), data_orders=data_orders)
+                         budget_fractions=(1.0,), lfo_fractions=(), data_orders=data_orders,
+                         seed_resampling=seed_resampling)
 
 
 def truths(family, opts):
@@ -79,9 +81,9 @@ def covered(row, truth):
   return bool(lo - 1e-9 <= t <= hi + 1e-9)
 
 
-def run(scenario, draws, n_boot, first_seed=0, n_starts=64):
+def run(scenario, draws, n_boot, first_seed=0, n_starts=64, seed_resampling='wild_t'):
   family, noise, orders = SCENARIOS[scenario]
-  opts = options(n_boot, orders, n_starts)
+  opts = options(n_boot, orders, n_starts, seed_resampling)
   truth = truths(family, opts)
   hits, hits_a, hits_mf, widths, errors, errors_mf, n_ok, widened = [], [], [], [], [], [], [], 0
   draw_errors = []  # per draw: the mean error of its sizes' CMRs.
@@ -114,6 +116,7 @@ def run(scenario, draws, n_boot, first_seed=0, n_starts=64):
       draw_errors.append(float(np.mean(mine)))
   mean = lambda x: float(np.mean(x)) if len(x) else None
   return dict(scenario=scenario, family=family, noise=noise, data_orders=orders,
+              seed_resampling=seed_resampling, first_seed=first_seed,
               data_orders_used=sorted(used), draws=draws, intervals=len(hits), n_boot=n_boot,
               level=opts.ci_level, coverage=float(np.mean(hits)),
               coverage_condition_A_only=float(np.mean(hits_a)),
@@ -142,11 +145,14 @@ def main():
   ap.add_argument('--n-boot', type=int, default=100)
   ap.add_argument('--first-seed', type=int, default=0)
   ap.add_argument('--scenarios', default=','.join(SCENARIOS))
+  ap.add_argument('--seed-resampling', default='wild_t', choices=('wild_t', 'runs'),
+                  help='how the bootstrap varies the seeds (FitOptions.seed_resampling)')
   ap.add_argument('--append', action='store_true',
                   help=f'append the JSON lines to {os.path.relpath(RESULTS, ROOT)}')
   args = ap.parse_args()
   for s in args.scenarios.split(','):
-    line = json.dumps(run(s, args.draws, args.n_boot, args.first_seed))
+    line = json.dumps(run(s, args.draws, args.n_boot, args.first_seed,
+                          seed_resampling=args.seed_resampling))
     print(line, flush=True)
     if args.append:
       with open(RESULTS, 'a') as f:
