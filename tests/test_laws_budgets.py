@@ -7,6 +7,7 @@ import pytest
 
 import mixlaw.laws as L
 from mixlaw.laws import api
+from mixlaw.laws import bootstrap
 from mixlaw.laws import csvtable
 from mixlaw.laws import decisions
 from mixlaw.laws import synth
@@ -91,8 +92,8 @@ def test_leave_future_out_rows_and_decisions(fits):
 def test_shared_data_orders_resample_seed_indices_jointly(table):
   sweep = curves_lib.load(table)
   for mode in ('wild_t', 'runs'):
-    shared = api.seed_draws(sweep, 50, 0, True, mode)
-    own = api.seed_draws(sweep, 50, 0, False, mode)
+    shared = bootstrap.seed_draws(sweep.seed_labels(), 50, 0, True, mode)
+    own = bootstrap.seed_draws(sweep.seed_labels(), 50, 0, False, mode)
     for k in (0, 1):  # weights, scales: one seed draw for every cell
       assert all(np.array_equal(d[k], shared[0][k]) for d in shared)
     assert not all(np.array_equal(d[0], own[0][0]) and np.array_equal(d[1], own[0][1])
@@ -102,7 +103,7 @@ def test_shared_data_orders_resample_seed_indices_jointly(table):
       assert all(np.allclose(d[1], np.sqrt(2)) for d in shared + own)
     else:  # every run kept, its deviation scaled
       assert all(np.all(d[0] == 1) for d in shared + own)
-  assert api.shared_orders(sweep, 'auto') and not api.shared_orders(sweep, 'independent')
+  assert sweep.shared_orders('auto') and not sweep.shared_orders('independent')
 
 
 def _write_csv(path, table, drop=None, edit=None):

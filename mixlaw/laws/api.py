@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from mixlaw import results
+from mixlaw.laws import bootstrap
 from mixlaw.laws import budgets as budgets_lib
 from mixlaw.laws import checks
 from mixlaw.laws import decisions
@@ -27,7 +28,7 @@ from mixlaw.laws.fitsjson import SCHEMA_VERSION, _lfo_rows, _series, to_json  # 
 from mixlaw.laws.options import FitError, FitOptions
 from mixlaw.laws.stages import (  # noqa: F401  (turns, _ratio_law_rows: re-exported)
     Boot, Data, Eq6, cmr_laws, cmr_stage, fit_eq6, interp_exponents, prepare, ratio_tables,
-    replicate, seed_draws, shared_orders, turns, _ratio_law_rows)
+    replicate, turns, _ratio_law_rows)
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,9 @@ def fit_table(table, options: FitOptions | None = None, **overrides) -> dict:
   opts = FitOptions.make(options, **overrides)
   clock = _Clock()
   sweep = curves_lib.load(table, opts)
-  shared = shared_orders(sweep, opts.data_orders)
-  seeds = seed_draws(sweep, opts.n_boot, opts.seed, shared, opts.seed_resampling)
+  shared = sweep.shared_orders(opts.data_orders)
+  seeds = bootstrap.seed_draws(sweep.seed_labels(), opts.n_boot, opts.seed, shared,
+                               opts.seed_resampling)
   seeds_of = {(c.size, c.ratio): d for (_, c), d in zip(sweep.curves(), seeds)}
   full = analyse(sweep, opts, opts.n_boot, seeds_of, shared)
   clock('full fit')

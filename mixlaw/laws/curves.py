@@ -106,6 +106,19 @@ class Sweep:
   def curves(self) -> list[tuple[int, Curve]]:
     return [(i, c) for i, s in enumerate(self.sizes) for c in s.curves]
 
+  def seed_labels(self) -> list[list[int]]:
+    """Per curve (curves() order) its runs' data-order seeds."""
+    return [[r.seed for r in c.runs] for _, c in self.curves()]
+
+  def shared_orders(self, option: str) -> bool:
+    """Whether the seeds are paired across (size, R): the option ('shared' / 'independent'),
+    or with 'auto' whether every curve has the same >= 2 seed labels (a sweep whose data seed
+    depends on the CPT seed only)."""
+    if option != 'auto':
+      return option == 'shared'
+    sets = {tuple(sorted(lab)) for lab in self.seed_labels()}
+    return len(sets) == 1 and len(next(iter(sets))) >= 2
+
 
 def columns(table: Any) -> dict[str, np.ndarray]:
   """A mapping of column -> array (dict, pandas DataFrame) or a list of row dicts -> columns."""

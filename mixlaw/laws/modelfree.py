@@ -53,7 +53,12 @@ def window(t_N, t_b: float, frac: float) -> np.ndarray:
 
 def slope(runs_t, runs_y, t_b: float, frac: float, rho: float) -> tuple[float, float, int]:
   """(slope, standard error, runs) of y over the trailing window ending at t_b."""
-  b, se = run_slopes(runs_t, runs_y, t_b, frac, rho)
+  return _pooled(*run_slopes(runs_t, runs_y, t_b, frac, rho))
+
+
+def _pooled(b, se) -> tuple[float, float, int]:
+  """(mean, standard error, runs) of per-run slopes b with standard errors se: across runs
+  with >= 2, never below the within-run error."""
   if not b:
     return float('nan'), float('nan'), 0
   n = len(b)
@@ -110,16 +115,6 @@ def cmrs(ratios, m_K, g_K, e, eps):
   return (a, za), (d, zd), decides
 
 
-def _run_levels(runs_t, runs_y, t_b: float, k: int) -> list:
-  """Per run: the mean of its last k evals with T <= t_b."""
-  out = []
-  for t, y in zip(runs_t, runs_y):
-    keep = np.flatnonzero(np.asarray(t) <= t_b * (1 + 1e-9))[-k:]
-    if keep.size:
-      out.append(float(np.asarray(y, np.float64)[keep].mean()))
-  return out
-
-
 def _draws(mean_K, se_K, runs_K, seeds, z_DxK):
   """D Monte-Carlo draws of K values: mean + the seed part (each curve's per-run deviations
   times its stage-1 scales, averaged over runs) + normal noise of the SE the seed spread falls
@@ -144,14 +139,13 @@ def at_budget(size, t_b: float, e: float, rho: float, opts, rng, shared: bool = 
   rows, lev_runs, g_runs = [], [], []
   for c in size.curves:
     ts = [r.t_N for r in c.runs]
-    lev = noise.smoothed(ts, [r.gen_N for r in c.runs], t_b, opts.smooth_k, rho)
-    sg = slope(ts, [r.gen_N for r in c.runs], t_b, opts.slope_window, rho)
-    sd = slope(ts, [r.dom_N for r in c.runs], t_b, opts.slope_window, rho)
-    rows.append((lev, sg, sd))
-    lev_runs.append(_run_levels(ts, [r.gen_N for r in c.runs], t_b, opts.smooth_k))
-    bg = run_slopes(ts, [r.gen_N for r in c.runs], t_b, opts.slope_window, rho)[0]
-    bd = run_slopes(ts, [r.dom_N for r in c.runs], t_b, opts.slope_window, rho)[0]
-    g_runs.append([d + lam * g for d, g in zip(bd, bg)] if len(bd) == len(bg) else [])
+    gen = [r.gen_N for r in c.runs]
+    bg = run_slopes(ts, gen, t_b, opts.slope_window, rho)
+    bd = run_slopes(ts, [r.dom_N for r in c.runs], t_b, opts.slope_window, rho)
+    rows.append((noise.smoothed(ts, gen, t_b, opts.smooth_k, rho), _pooled(*bg), _pooled(*bd)))
+    lev_runs.append([float(y.mean()) for y in noise.last_evals(ts, gen, t_b, opts.smooth_k)])
+    g_runs.append([d + lam * g for d, g in zip(bd[0], bg[0])] if len(bd[0]) == len(bg[0])
+                  else [])
   m = np.array([r[0][0] for r in rows])
   m_se = np.array([r[0][1] for r in rows])
   sg, sg_se = np.array([r[1][0] for r in rows]), np.array([r[1][1] for r in rows])

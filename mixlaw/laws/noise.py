@@ -70,15 +70,20 @@ def block_indices(rng, m: int, b: int) -> np.ndarray:
   return ((starts[:, None] + np.arange(b)[None]) % m).ravel()[:m]
 
 
+def last_evals(runs_t, runs_y, t_b: float, k: int) -> list[np.ndarray]:
+  """Per run with an eval at T <= T_b: its last k evals with T <= T_b."""
+  out = []
+  for t, y in zip(runs_t, runs_y):
+    keep = np.flatnonzero(np.asarray(t, np.float64) <= t_b * (1 + 1e-9))[-k:]
+    if keep.size:
+      out.append(np.asarray(y, np.float64)[keep])
+  return out
+
+
 def smoothed(runs_t, runs_y, t_b: float, k: int, rho: float) -> tuple[float, float, int]:
   """(mean, standard error, runs) of the value at T_b: each run's last k evals with T <= T_b."""
-  means, spread = [], []
-  for t, y in zip(runs_t, runs_y):
-    t, y = np.asarray(t, np.float64), np.asarray(y, np.float64)
-    keep = np.flatnonzero(t <= t_b * (1 + 1e-9))[-k:]
-    if keep.size:
-      means.append(float(y[keep].mean()))
-      spread.append(y[keep])
+  spread = last_evals(runs_t, runs_y, t_b, k)
+  means = [float(y.mean()) for y in spread]
   if not means:
     return float('nan'), float('nan'), 0
   n = len(means)

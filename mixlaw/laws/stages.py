@@ -302,22 +302,6 @@ class Boot:
   n_boot: int
 
 
-def seed_draws(sweep, n_boot: int, seed: int, shared: bool, mode: str) -> list:
-  """Per curve (sweep.curves() order) the bootstrap's stage-1 draw (bootstrap.seed_draws) over
-  its runs' seed labels."""
-  return bootstrap.seed_draws([[r.seed for r in c.runs] for _, c in sweep.curves()], n_boot,
-                              seed, shared, mode)
-
-
-def shared_orders(sweep, option: str) -> bool:
-  """Whether the seeds are paired across (size, R): the option, or with 'auto' whether every
-  curve has the same seed labels (a sweep with data seed = f(CPT seed) only)."""
-  if option != 'auto':
-    return option == 'shared'
-  sets = {tuple(sorted(r.seed for r in c.runs)) for _, c in sweep.curves()}
-  return len(sets) == 1 and len(next(iter(sets))) >= 2
-
-
 def replicate(data: Data, eq6: Eq6, opts: FitOptions, n_boot: int | None = None,
               seeds: list | None = None) -> Boot:
   """Two-stage bootstrap (bootstrap.py): vary the seeds (seeds: per curve its stage-1 draw,
@@ -331,8 +315,8 @@ def replicate(data: Data, eq6: Eq6, opts: FitOptions, n_boot: int | None = None,
   if not b:
     return Boot(params, np.ones((1, c), bool), two, 0)
   if seeds is None:
-    seeds = bootstrap.seed_draws([[r.seed for r in cv.runs] for cv in data.curves], b,
-                                 opts.seed, False, opts.seed_resampling)
+    seeds = bootstrap.seed_draws(data.sweep.seed_labels(), b, opts.seed, False,
+                                 opts.seed_resampling)
   reps = bootstrap.draw(data.run_CxN, data.w_CxN, eq6.fitted, eq6.run_fitted, data.y, b,
                         opts.seed, rho_C=eq6.rho_S[data.size_of],
                         n_params=dict(general=np.where(eq6.two_term_C, 5, 3), domain=3),

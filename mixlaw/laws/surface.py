@@ -129,14 +129,6 @@ def _answer(o, level, n_boot):
 
 # ----------------------------------------------------------------------------- bootstrap
 
-def _shared(sweep, data_orders):
-  """Whether seed indices are paired across (size, R) (as api.shared_orders)."""
-  if data_orders != 'auto':
-    return data_orders == 'shared'
-  sets = {tuple(sorted(r.seed for r in c.runs)) for _, c in sweep.curves()}
-  return len(sets) == 1 and len(next(iter(sets))) >= 2
-
-
 def _replicates(sweep, sub, pred, n_boot, seed, seeds):
   """B x M targets per loss and B x M weights of the replicates (bootstrap.draw per curve)."""
   n_c = len(sweep.curves())
@@ -232,11 +224,10 @@ def fit(sweep, *, huber_delta, lam, eps, observed_cmr, n_starts, loso=True, n_bo
   if n_boot:
     pred = {which: forms_lib.evaluate(form, fits[which].params(0), R=sub['R'], N=sub['N'],
                                       T=sub['T']) for which, form, _ in WHICH}
-    shared = _shared(sweep, data_orders)
+    shared = sweep.shared_orders(data_orders)
     # Whole runs (the 'runs' draw): the surface has no per-run fits, so each run's deviation
     # from it is redrawn with its eval noise, and a wild draw of deviations has nothing to scale.
-    m = bootstrap.seed_draws([[r.seed for r in c.runs] for _, c in sweep.curves()], n_boot,
-                             seed, shared, 'runs')
+    m = bootstrap.seed_draws(sweep.seed_labels(), n_boot, seed, shared, 'runs')
     y_b, w_b, rho_S = _replicates(sweep, sub, pred, n_boot, seed, m)
     xb = {k: np.broadcast_to(sub[k], w_b.shape) for k in ('R', 'N', 'T')}
     conv = np.ones(n_boot, bool)
