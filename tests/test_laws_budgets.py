@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import mixlaw.laws as L
-from mixlaw.laws import api
 from mixlaw.laws import bootstrap
 from mixlaw.laws import csvtable
 from mixlaw.laws import decisions
@@ -238,18 +237,18 @@ def test_growth_verdict_reads_percentiles_of_heavy_tailed_replicates():
   undecided whatever its point estimate."""
   rng = np.random.default_rng(0)
   size = types.SimpleNamespace(name='S', ratios=np.array([0.1, 0.9]))
-  opts = api.FitOptions(growth_fraction=0.5)
+  opts = L.FitOptions(growth_fraction=0.5)
   rise = 0.1 + 0.01 * rng.standard_normal(200)
   rise[:3] = [-0.7, 0.8, -0.6]  # 1.5% wild replicates, inside the 2.3% tails of z = 2.
   start = np.full(201, 0.3)
   cmr = np.stack([start, start + np.r_[0.1, rise]], axis=1)
-  row = decisions.growth([size], [_family(cmr)], [[0.5, 1.0]], opts)['rows'][0]
+  row = decisions.growth([size], [_family(cmr)], [[0.5, 1.0]], opts).detail['rows'][0]
   assert row['diff'] == pytest.approx(0.1) and row['verdict'] == 'holds'
   assert row['lo'] > 0.05 and row['se'] < 0.03
   assert 0.1 - 2 * np.std(rise, ddof=1) < 0  # the SD rule would have called it undecided.
   wide = np.stack([start, start + np.r_[0.1, 0.1 + 0.2 * rng.standard_normal(200)]], axis=1)
-  row = decisions.growth([size], [_family(wide)], [[0.5, 1.0]], opts)['rows'][0]
+  row = decisions.growth([size], [_family(wide)], [[0.5, 1.0]], opts).detail['rows'][0]
   assert row['lo'] < 0 < row['hi'] and row['verdict'] == 'undecided'
   fall = np.stack([start, start - np.r_[0.1, rise]], axis=1)
-  row = decisions.growth([size], [_family(fall)], [[0.5, 1.0]], opts)['rows'][0]
+  row = decisions.growth([size], [_family(fall)], [[0.5, 1.0]], opts).detail['rows'][0]
   assert row['verdict'] == 'fails' and row['hi'] < 0

@@ -7,6 +7,7 @@ import pytest
 
 import mixlaw.laws as L
 from mixlaw import errors
+from mixlaw import fitting
 from mixlaw.laws import synth
 from mixlaw.laws import curves as curves_lib
 
@@ -204,12 +205,12 @@ def test_write_fits_reads_through_results_and_keeps_the_last_row(tmp_path, table
   rows = _write(tmp_path, table)
   stale = [dict(r, domain_loss=r['domain_loss'] + 1.0) for r in rows[::7]]
   _write(tmp_path, table, stale)
-  out = L.write_fits(str(tmp_path), **FIXTURE)
+  out = fitting.write_fits(str(tmp_path), **FIXTURE)
   on_disk = json.loads((tmp_path / 'fits.json').read_text())
   assert on_disk == out
   assert out['curves'] == json.loads(json.dumps(fits))['curves']  # stale rows dropped; seeded
   with pytest.raises(L.FitError, match='results.jsonl'):
-    L.write_fits(str(tmp_path / 'nowhere'))
+    fitting.write_fits(str(tmp_path / 'nowhere'))
 
 
 def test_write_fits_applies_the_sweeps_fit_options(tmp_path, table):
@@ -217,7 +218,7 @@ def test_write_fits_applies_the_sweeps_fit_options(tmp_path, table):
   _write(tmp_path, one)
   (tmp_path / 'sweep.json').write_text(json.dumps(
       {'fit_options': {'tokens_per_unit': 1e8, 'eps': 0.04, 'n_boot': 0}}))
-  out = L.write_fits(str(tmp_path), eps=None, lam=2000.0, **FAST)  # None: not given
+  out = fitting.write_fits(str(tmp_path), eps=None, lam=2000.0, **FAST)  # None: not given
   o = out['options']
   assert (o['tokens_per_unit'], o['eps'], o['lam'], o['n_boot']) == (1e8, 0.04, 2000.0, 0)
   assert o['source'] == {'tokens_per_unit': 'sweep.json', 'eps': 'sweep.json',
@@ -226,7 +227,7 @@ def test_write_fits_applies_the_sweeps_fit_options(tmp_path, table):
   assert out['sizes'][0]['T_max'] == pytest.approx(200.0)  # 2e10 tokens / 1e8
   (tmp_path / 'sweep.json').write_text(json.dumps({'fit_options': {'n_bootstrap': 3}}))
   with pytest.raises(L.FitError, match='unknown fit option'):
-    L.write_fits(str(tmp_path))
+    fitting.write_fits(str(tmp_path))
   assert issubclass(L.FitError, errors.MixlawError)
 
 
@@ -315,26 +316,32 @@ def test_one_size_without_bootstrap(table):
 def test_domain_trend_ignores_the_r0_control_and_model_free_size_trend_is_judged():
   """The R = 0 replay control sees no domain data, so "the domain loss falls with T" is judged
   on R > 0 only; the model-free (condition A) CMR gets its own size verdict."""
+  from types import SimpleNamespace as NS
   from mixlaw.laws import checks
+  from mixlaw.laws import intervals
 
   def final(size, r, half, end):
-    return dict(size=size, ratio=r, dL_general_smooth=0.1 * r, dL_general_smooth_se=0.001,
-                dL_domain_smooth=end, dL_domain_smooth_se=0.001, dL_domain_smooth_half=half,
-                dL_domain_smooth_half_se=0.001)
+    return NS(curve=NS(size=size, ratio=r),
+              smooth={('general', ''): (0.1 * r, 0.001), ('domain', ''): (end, 0.001),
+                      ('domain', '_half'): (half, 0.001)})
+
+  def cmr(size, c, m):
+    free = dict(cmr=m, censor=0, lo=m - 0.01, hi=m + 0.01)
+    return NS(size=NS(name=size), cmr=c, censor=0, lo=c - 0.1, hi=c + 0.1,
+              free=dict(condition_A=free, def2=free))
 
   sizes = ['a', 'b']
-  fits = dict(sizes=[dict(size=s) for s in sizes], cmr_series=[],
-              final=[f for s in sizes for f in (final(s, 0.0, 0.001, 0.002),  # flat at R = 0
-                                                final(s, 0.5, -0.2, -0.3), final(s, 1.0, -0.3, -0.5))],
-              cmr=[dict(size=s, cmr=c, lo=c - 0.1, hi=c + 0.1, censored=None,
-                        model_free=dict(cmr=m, lo=m - 0.01, hi=m + 0.01, censored=None))
-                   for s, c, m in (('a', 0.30, 0.40), ('b', 0.28, 0.50))])
-  verdicts = {t['trend']: t for t in checks.trends(fits)}
+  summary = NS(sizes=[NS(size=NS(name=s)) for s in sizes],
+               finals=[f for s in sizes for f in (final(s, 0.0, 0.001, 0.002),  # flat at R = 0
+                                                  final(s, 0.5, -0.2, -0.3),
+                                                  final(s, 1.0, -0.3, -0.5))],
+               cmr=[cmr('a', 0.30, 0.40), cmr('b', 0.28, 0.50)])
+  verdicts = {t.trend: t for t in checks.trends(summary, NS(points=[]))}
   dom = verdicts['The domain loss falls with T (T_max / 2 to T_max) for every R > 0']
-  assert dom['verdict'] == 'holds' and dom['evidence'].startswith('4/4')
-  assert verdicts['The CMR grows with model size']['verdict'] == 'undecided'
+  assert dom.verdict == 'holds' and dom.evidence.startswith('4/4')
+  assert verdicts['The CMR grows with model size'].verdict == 'undecided'
   model_free = 'The model-free CMR (condition A, smoothed evals) grows with model size'
-  assert verdicts[model_free]['verdict'] == 'holds'
+  assert verdicts[model_free].verdict == 'holds'
   # Small steps down, none significant alone, but a significant fall from first to last: fails.
-  assert checks.monotone([0.63, 0.605, 0.551], [0.018, 0.028, 0.019], +1) == 'fails'
-  assert checks.monotone([0.63, 0.62, 0.61], [0.018, 0.028, 0.019], +1) == 'undecided'
+  assert intervals.monotone([0.63, 0.605, 0.551], [0.018, 0.028, 0.019], +1, 2.0) == 'fails'
+  assert intervals.monotone([0.63, 0.62, 0.61], [0.018, 0.028, 0.019], +1, 2.0) == 'undecided'

@@ -255,7 +255,7 @@ CMR_CPU = __import__('pathlib').Path(__file__).parents[1] / 'experiments/results
 
 def _cpu_m_general_at_t_max():
   """The committed cmr_cpu cpu_m general losses at T_max per ratio: the mean over runs of each
-  run's last validation eval (what ratio_tables fits)."""
+  run's last validation eval (what ratiolaw.fit fits)."""
   import collections
   import json
   last = {}
@@ -275,16 +275,16 @@ def _cpu_m_general_at_t_max():
 
 def test_committed_cpu_m_heldout_r0_is_predicted_within_005_nats():
   """The committed fit (a = 14.41, s = 3.0, b = 14.56) predicted 14.56 nats at R = 0 where 2.786
-  was measured, and was marked converged. Fitted as ratio_tables does (the ratio law on the
+  was measured, and was marked converged. Fitted as ratiolaw.fit does (the ratio law on the
   other six ratios), and with the old bare Huber delta 1e-3, the prediction must be within 0.05
   nats, converged, in range, and no worse than the least-squares fit's Huber objective."""
-  from mixlaw.laws import api
+  from mixlaw.laws import budgetfits
   ratios, y = _cpu_m_general_at_t_max()
   assert ratios[0] == 0.0 and ratios.size == 7
   assert y[0] == pytest.approx(2.785746604204178, abs=1e-9)  # the committed measured value
   w = np.ones_like(y)
   w[0] = 0.0
-  res = api._ratio_law_rows([ratios], [y], [w])
+  res = budgetfits.ratio_law_fits([ratios], [y], [w])
   pred = float(L.evaluate('ratio_law', res.params(0), R=0.0))
   assert abs(pred - y[0]) < 0.05, (pred, res.params(0))
   assert res.converged_C[0] and not res.off_range_C[0] and res.flags(0) == []

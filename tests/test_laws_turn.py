@@ -14,6 +14,7 @@ import pytest
 
 from mixlaw import laws
 from mixlaw.laws import api
+from mixlaw.laws import eq6 as eq6_lib
 from mixlaw.laws import cmr as cmr_lib
 from mixlaw.laws import synth
 from mixlaw.laws import curves as curves_lib
@@ -46,10 +47,10 @@ def _table(family, seed):
 
 
 def _eq6(table):
-  """The Eq. 6 stage as fit_table runs it: per (size, R), whether the evals turn (api.turns),
+  """The Eq. 6 stage as fit_table runs it: per (size, R), whether the evals turn (eq6.turns),
   the general fit's terms, its slope at T_max and g = dF/dT there (Eq. 7)."""
-  data = api.prepare(curves_lib.load(table, OPTS))
-  eq6 = api.fit_eq6(data, OPTS)
+  data = eq6_lib.prepare(curves_lib.load(table, OPTS))
+  eq6 = eq6_lib.fit_eq6(data, OPTS)
   out = {}
   for j, c in enumerate(data.curves):
     gen, dom = eq6.params['general'][j], eq6.params['domain'][j]
@@ -85,7 +86,7 @@ def _fall(family, n, r):
 
 
 def _window_fall(family, n, r):
-  """Noise-free fall from the top to the last of 6 eval windows (what api.turns reads)."""
+  """Noise-free fall from the top to the last of 6 eval windows (what eq6.turns reads)."""
   g = synth.curves(family, n, r, _t_N())[1]
   w = np.array([v.mean() for v in np.array_split(g, 6)])
   return float(w.max() - w[-1])
@@ -110,18 +111,25 @@ def test_fit_table_reports_the_eq6_stage(turn):
 @pytest.mark.parametrize('draw', range(len(TURN_SEEDS)))
 def test_turning_evals_get_two_terms_and_fall_where_the_truth_falls(turn, draw):
   stage = turn[1][draw]
+  n_turned = n_sure = n_fall = 0
   for (size, r), c in stage.items():
     n = SIZES[size]
     if c['turned']:
+      n_turned += 1
       assert c['terms'] == 2, (size, r, 'a monotone form where the evals turn')
     if _window_fall('turn', n, r) >= FALL_SURE:
+      n_sure += 1
       assert c['turned'], (size, r, 'a turn this deep is always seen')
     if _fall('turn', n, r) >= FALL_MIN:
+      n_fall += 1
       assert _slope('turn', n, r) < 0
       assert c['slope'] < 0 and c['g'] <= 0, (
           size, r, f'peak at {synth.turn_peak(r) / 100:.2f} T_max, fall '
           f'{_fall("turn", n, r):.4f} nats: fitted with {c["terms"]} term(s), turned '
           f'{c["turned"]}, slope {c["slope"]:+.2e} at T_max, so condition B fails')
+  # Every branch ran where the truth says: deep turns at R <= 1/4, falls >= 2 sigma at
+  # R <= 1/2 (module doc), in both sizes.
+  assert (n_sure, n_fall) == (4, 6) and n_turned >= n_sure
 
 
 def _truth(family, n):

@@ -15,121 +15,140 @@ import math
 
 import numpy as np
 
+from mixlaw.laws import cmr as cmr_lib
+from mixlaw.laws import intervals
+from mixlaw.laws.intervals import num
+from mixlaw.laws.options import FitOptions
+from mixlaw.laws.series import Series
+from mixlaw.laws.summary import Summary
+
 Z = 2.0
 Z95 = 1.959964
 
 
-def _se(x):
-  return float('inf') if x is None or not math.isfinite(x) else float(x)
+@dataclasses.dataclass
+class Trend:
+  trend: str
+  verdict: str
+  judged_at: str
+  noise: float | None
+  noise_unit: str
+  noise_what: str
+  evidence: str
 
 
-def monotone(vals, ses, sign: int, z: float = Z) -> str:
-  """'holds' | 'fails' | 'undecided' for "vals move in direction sign" (see module doc)."""
-  v = np.asarray([np.nan if x is None else x for x in vals], np.float64)
-  s = np.asarray([_se(x) for x in ses], np.float64)
-  if v.size < 2 or not np.all(np.isfinite(v)):
-    return 'undecided'
-  d = sign * np.diff(v)
-  sd = np.hypot(s[1:], s[:-1])
-  if np.any(d < -z * sd) or sign * (v[-1] - v[0]) < -z * math.hypot(s[0], s[-1]):
-    return 'fails'
-  return 'holds' if sign * (v[-1] - v[0]) > z * math.hypot(s[0], s[-1]) else 'undecided'
+@dataclasses.dataclass
+class Checks:
+  trends: list  # Trend
+  gates: 'Gates'
 
 
-def _combine(verdicts):
-  if 'fails' in verdicts:
-    return 'fails'
-  return 'holds' if verdicts and all(v == 'holds' for v in verdicts) else 'undecided'
+def check(sweep, summary: Summary, series: Series, opts: FitOptions) -> Checks:
+  """The paper's trends on this sweep and the design gates."""
+  return Checks(trends(summary, series), gates(sweep, summary, opts))
 
 
-def _interval_se(c):
-  lo, hi = c.get('lo'), c.get('hi')
-  if c.get('cmr') is None or lo is None or hi is None or c.get('censored'):
+def _cmr_se(cmr, censored, lo, hi):
+  """A CMR's standard error from its interval (inf: censored, or no interval)."""
+  if cmr is None or lo is None or hi is None or censored:
     return float('inf')
-  return (hi - lo) / (2 * Z95)
+  return intervals.se_of_interval(lo, hi, Z95)
 
 
 def _fmt(x, d=3):
   return '–' if x is None or not math.isfinite(x) else f'{x:.{d}f}'
 
 
-def trends(fits) -> list[dict]:
-  """The paper's qualitative trends on this sweep: [{trend, verdict, noise, evidence}]."""
-  sizes = [s['size'] for s in fits['sizes']]
-  final = {s: sorted((f for f in fits['final'] if f['size'] == s), key=lambda f: f['ratio'])
-           for s in sizes}
-  out = []
+def _median(noise):
+  return float(np.median(noise)) if noise else None
 
-  def per_size(key, sign, title):
-    verdicts, ev, noise = [], [], []
-    for s in sizes:
-      v = [f[key] for f in final[s]]
-      se = [f[key + '_se'] for f in final[s]]
-      verdicts.append(monotone(v, se, sign))
-      noise += [x for x in se if x is not None]
-      ev.append(f'{s}: ' + ', '.join(_fmt(x) for x in v) + f' ({verdicts[-1]})')
-    out.append(dict(trend=title, verdict=_combine(verdicts), judged_at='T_max',
-                    noise=float(np.median(noise)) if noise else None, noise_unit='nats',
-                    noise_what='median standard error of a smoothed value (nats)',
-                    evidence='by increasing R: ' + '; '.join(ev)))
 
-  per_size('dL_general_smooth', +1, 'The general-loss rise at T_max grows with R')
-  per_size('dL_domain_smooth', -1, 'The domain loss at T_max falls with R')
+def _smoothed(f, which, tag=''):
+  """(mean, se) of a summary.Final's smoothed dL (JSON-safe)."""
+  m, se = f.smooth[(which, tag)]
+  return num(m), num(se)
+
+
+def trends(summary: Summary, series: Series) -> list[Trend]:
+  """The paper's qualitative trends on this sweep."""
+  sizes = [i.size.name for i in summary.sizes]
+  final = {s: sorted((f for f in summary.finals if f.curve.size == s),
+                     key=lambda f: f.curve.ratio) for s in sizes}
+  out = [_per_size(final, 'general', +1, 'The general-loss rise at T_max grows with R'),
+         _per_size(final, 'domain', -1, 'The domain loss at T_max falls with R'),
+         _domain_falls(final), _cmr_grows_with_t(series, summary.sizes)]
+  return out + _cmr_grows_with_size(summary)
+
+
+def _per_size(final, which, sign, title):
+  verdicts, ev, noise = [], [], []
+  for s, fins in final.items():
+    v, se = zip(*[_smoothed(f, which) for f in fins])
+    verdicts.append(intervals.monotone(v, se, sign, Z))
+    noise += [x for x in se if x is not None]
+    ev.append(f'{s}: ' + ', '.join(_fmt(x) for x in v) + f' ({verdicts[-1]})')
+  return Trend(title, intervals.all_hold(verdicts), 'T_max', _median(noise), 'nats',
+               'median standard error of a smoothed value (nats)',
+               'by increasing R: ' + '; '.join(ev))
+
+
+def _domain_falls(final):
   verdicts, noise, n_fall = [], [], 0
-  for s in sizes:
-    for f in final[s]:
-      if f['ratio'] == 0:  # The R = 0 control sees no domain data: the trend is about R > 0.
+  for fins in final.values():
+    for f in fins:
+      if f.curve.ratio == 0:  # The R = 0 control sees no domain data: the trend is about R > 0.
         continue
-      v = [f['dL_domain_smooth_half'], f['dL_domain_smooth']]
-      se = [f['dL_domain_smooth_half_se'], f['dL_domain_smooth_se']]
-      verdicts.append(monotone(v, se, -1))
+      (m_half, se_half), (m, se) = _smoothed(f, 'domain', '_half'), _smoothed(f, 'domain')
+      verdicts.append(intervals.monotone([m_half, m], [se_half, se], -1, Z))
       n_fall += verdicts[-1] == 'holds'
-      noise += [x for x in se if x is not None]
-  out.append(dict(trend='The domain loss falls with T (T_max / 2 to T_max) for every R > 0',
-                  verdict=_combine(verdicts), judged_at='T_max / 2 and T_max',
-                  noise=float(np.median(noise)) if noise else None, noise_unit='nats',
-                  noise_what='median standard error of a smoothed value (nats)',
-                  evidence=f'{n_fall}/{len(verdicts)} curves significantly lower at T_max'))
+      noise += [x for x in (se_half, se) if x is not None]
+  return Trend('The domain loss falls with T (T_max / 2 to T_max) for every R > 0',
+               intervals.all_hold(verdicts), 'T_max / 2 and T_max', _median(noise), 'nats',
+               'median standard error of a smoothed value (nats)',
+               f'{n_fall}/{len(verdicts)} curves significantly lower at T_max')
+
+
+def _cmr_grows_with_t(series: Series, series_sizes):
   verdicts, ev, noise, first = [], [], [], []
-  for ser in fits['cmr_series']:
-    t = np.asarray(ser['T'], float)
+  for size, pts in zip((i.size.name for i in series_sizes), series.points):
+    t = np.asarray([p.T for p in pts], float)
     j0 = int(np.argmin(np.abs(t - t[-1] / 2)))  # the budget nearest T_max / 2.
     first.append(t[j0] / t[-1])
-    pts = []
+    vals = []
     for j in (j0, len(t) - 1):
-      c = dict(cmr=ser['cmr'][j], censored=ser['censored'][j],
-               lo=ser['lo'][j] if ser.get('lo') else None,
-               hi=ser['hi'][j] if ser.get('hi') else None)
-      pts.append((c['cmr'], _interval_se(c)))
-    verdicts.append(monotone([p[0] for p in pts], [p[1] for p in pts], +1))
-    noise += [p[1] for p in pts if math.isfinite(p[1])]
-    ev.append(f'{ser["size"]}: {_fmt(pts[0][0])} -> {_fmt(pts[1][0])} ({verdicts[-1]})')
+      p = pts[j]
+      est = None if p.reason else num(p.cmr)
+      cen = None if p.reason else cmr_lib.CENSOR[p.censor]
+      vals.append((est, _cmr_se(est, cen, p.lo, p.hi)))
+    verdicts.append(intervals.monotone([v[0] for v in vals], [v[1] for v in vals], +1, Z))
+    noise += [v[1] for v in vals if math.isfinite(v[1])]
+    ev.append(f'{size}: {_fmt(vals[0][0])} -> {_fmt(vals[1][0])} ({verdicts[-1]})')
   at = (f'{first[0]:.3g} T_max and T_max' if first and np.ptp(first) < 1e-9
         else 'the budget nearest T_max / 2 and T_max')
-  out.append(dict(trend='The CMR grows with the CPT budget T (T_max / 2 to T_max, each budget '
-                        'refitted from its own evals)',
-                  verdict=_combine(verdicts), judged_at=at,
-                  noise=float(np.median(noise)) if noise else None, noise_unit='CMR',
-                  noise_what='median bootstrap standard error of a CMR',
-                  evidence='; '.join(ev)))
-  cmr = [next(c for c in fits['cmr'] if c['size'] == s) for s in sizes]
-  for title, of in (('The CMR grows with model size', lambda c: c),
-                    ('The model-free CMR (condition A, smoothed evals) grows with model size',
-                     lambda c: c.get('model_free')),
-                    ('The model-free Definition-2 CMR (window slopes) grows with model size',
-                     lambda c: c.get('model_free_def2'))):
-    rows = [of(c) for c in cmr]
-    if any(r is None for r in rows):
-      continue
-    se = [_interval_se(r) for r in rows]
-    out.append(dict(trend=title, verdict=monotone([r['cmr'] for r in rows], se, +1),
-                    judged_at='T_max',
-                    noise=float(np.median([x for x in se if math.isfinite(x)]))
-                    if any(math.isfinite(x) for x in se) else None, noise_unit='CMR',
-                    noise_what='median bootstrap standard error of a CMR',
-                    evidence=', '.join(f'{c["size"]}: {_fmt(r["cmr"])}'
-                                       + (f' ({r["censored"]})' if r['censored'] else '')
-                                       for c, r in zip(cmr, rows))))
+  return Trend('The CMR grows with the CPT budget T (T_max / 2 to T_max, each budget '
+               'refitted from its own evals)', intervals.all_hold(verdicts), at,
+               _median(noise), 'CMR', 'median bootstrap standard error of a CMR',
+               '; '.join(ev))
+
+
+def _cmr_grows_with_size(summary: Summary):
+  out = []
+  fitted = [(num(c.cmr), cmr_lib.CENSOR[c.censor], c.lo, c.hi) for c in summary.cmr]
+  free = [[(num(d['cmr']), cmr_lib.CENSOR[d['censor']], num(d['lo']), num(d['hi']))
+           for d in (c.free[key] for c in summary.cmr)] for key in ('condition_A', 'def2')]
+  names = [c.size.name for c in summary.cmr]
+  for title, rows in (('The CMR grows with model size', fitted),
+                      ('The model-free CMR (condition A, smoothed evals) grows with model size',
+                       free[0]),
+                      ('The model-free Definition-2 CMR (window slopes) grows with model size',
+                       free[1])):
+    se = [_cmr_se(*r) for r in rows]
+    finite = [x for x in se if math.isfinite(x)]
+    out.append(Trend(title, intervals.monotone([r[0] for r in rows], se, +1, Z), 'T_max',
+                     float(np.median(finite)) if finite else None, 'CMR',
+                     'median bootstrap standard error of a CMR',
+                     ', '.join(f'{n}: {_fmt(r[0])}' + (f' ({r[1]})' if r[1] else '')
+                               for n, r in zip(names, rows))))
   return out
 
 
@@ -160,27 +179,27 @@ def _base_gain(base):
   return float(np.interp(0.9 * s[-1], s, g) - g[-1])
 
 
-def gates(sweep, fits, opts) -> Gates:
+def gates(sweep, summary: Summary, opts) -> Gates:
   """Per size: base loss, its gain over the last 10% of base training, base tokens per
   non-embedding parameter, the R = 0 control's and the largest R's smoothed dL_gen at T_max,
   eval noise sigma, seeds per ratio and evals per run; then each threshold of opts."""
   eps = opts.eps
   per = []
-  for s, row in zip(sweep.sizes, fits['sizes']):
-    fin = sorted((f for f in fits['final'] if f['size'] == s.name), key=lambda f: f['ratio'])
-    ctrl = next((f for f in fin if f['ratio'] == 0.0), None)
+  for s, info in zip(sweep.sizes, summary.sizes):
+    fin = sorted((f for f in summary.finals if f.curve.size == s.name),
+                 key=lambda f: f.curve.ratio)
+    ctrl = next((_smoothed(f, 'general') for f in fin if f.curve.ratio == 0.0), (None, None))
+    top = _smoothed(fin[-1], 'general')
     base_tok = float(s.base.tokens.max()) if s.base is not None and s.base.tokens.size else None
     per.append(dict(
         size=s.name, base_general_loss=s.base_gen, base_gain_last_10pct=_base_gain(s.base),
         base_tokens=base_tok,
         base_tokens_per_param=(base_tok / s.n_params_nonemb if base_tok and s.n_params_nonemb
                                else None),
-        control_dL_general=ctrl['dL_general_smooth'] if ctrl else None,
-        control_dL_general_se=ctrl['dL_general_smooth_se'] if ctrl else None,
-        max_ratio=fin[-1]['ratio'], max_ratio_dL_general=fin[-1]['dL_general_smooth'],
-        max_ratio_dL_general_se=fin[-1]['dL_general_smooth_se'],
-        sigma_eval=row['sigma_general'], min_seeds=min(row['seeds_per_ratio']),
-        evals_per_run=row['evals_per_run']))
+        control_dL_general=ctrl[0], control_dL_general_se=ctrl[1],
+        max_ratio=fin[-1].curve.ratio, max_ratio_dL_general=top[0],
+        max_ratio_dL_general_se=top[1], sigma_eval=num(info.sigma_general),
+        min_seeds=min(info.seeds_per_ratio), evals_per_run=info.evals_per_run))
   checks = []
 
   def add(name, vals, threshold, ok, detail=''):

@@ -19,53 +19,44 @@ A CMR censored below the trained ratios counts as the smallest trained ratio, on
 above as the largest (the row says so). Replicate CMRs of failed fits are dropped.
 """
 
+import dataclasses
 import math
 
 import numpy as np
 
-def _verdict(diff, se, z):
-  if diff is None or se is None or not np.isfinite(diff) or not np.isfinite(se):
-    return 'undecided'
-  if se == 0:
-    return 'holds' if diff > 0 else ('fails' if diff < 0 else 'undecided')
-  return 'holds' if diff > z * se else ('fails' if diff < -z * se else 'undecided')
+from mixlaw.laws import intervals
+from mixlaw.laws.budgetfits import BudgetFits
+from mixlaw.laws.intervals import bounded, interval_verdict, num, spread
+from mixlaw.laws.lfo import LeaveFutureOut
+from mixlaw.laws.options import FitOptions
+from mixlaw.laws.series import Series
+from mixlaw.laws.summary import Summary
 
 
-def _num(x):
-  return float(x) if x is not None and np.isfinite(x) else None
+@dataclasses.dataclass
+class Decision:
+  """A pre-registered claim's verdict; detail: its numbers (rows, reason, ...) in order."""
+  id: str
+  claim: str
+  verdict: str
+  detail: dict
 
 
-def _bounded(cmr_B, censor_B, r_lo, r_hi):
-  """Replicate CMRs with censoring replaced by the trained range's ends."""
-  return np.where(censor_B == 2, r_lo, np.where(censor_B == 1, r_hi, cmr_B))
+@dataclasses.dataclass
+class Decisions:
+  items: list  # Decision: (a), (b), (c); (d) and (e) come from related.py
 
 
-def _level(z):
-  from statistics import NormalDist  # pylint: disable=g-import-not-at-top
-  return 2 * NormalDist().cdf(z) - 1
+def decide(fits: BudgetFits, series: Series, lfo: LeaveFutureOut, summary: Summary,
+           opts: FitOptions) -> Decisions:
+  """(a), (b) and (c) (module doc)."""
+  sizes = fits.full.sweep.sizes
+  return Decisions([growth(sizes, series.families, series.fractions, opts),
+                    size_trend(sizes, fits.full.per_size, fits.shared, opts),
+                    predictable_in_t(lfo, summary, opts)])
 
 
-def _spread(x_B, est, z):
-  """(se, lo, hi): the central interval of replicates x_B at the level of +-z normal SE
-  (widened to contain est), and its half-width / z; NaNs with < 3 finite replicates."""
-  x = np.asarray(x_B, float)
-  x = x[np.isfinite(x)]
-  if x.size < 3:
-    return float('nan'), float('nan'), float('nan')
-  q = 50 * (1 - _level(z))
-  lo, hi = np.percentile(x, [q, 100 - q])
-  if np.isfinite(est):
-    lo, hi = min(lo, est), max(hi, est)
-  return float((hi - lo) / (2 * z)), float(lo), float(hi)
-
-
-def _interval_verdict(lo, hi):
-  if not (np.isfinite(lo) and np.isfinite(hi)):
-    return 'undecided'
-  return 'holds' if lo > 0 else ('fails' if hi < 0 else 'undecided')
-
-
-def growth(sizes, families, fractions, opts) -> dict:
+def growth(sizes, families, fractions, opts) -> Decision:
   """(a) per size. families[i]: SizeCMR of the budget refits (B x J replicates, replicate 0
   the point estimate), fractions[i]: the budget fraction of each column."""
   rows = []
@@ -75,27 +66,27 @@ def growth(sizes, families, fractions, opts) -> dict:
       rows.append(dict(row, reason=f'no refit at {opts.growth_fraction:g} T_max'))
       continue
     j0, j1 = fr.index(opts.growth_fraction), fr.index(1.0)
-    c = _bounded(fam.out['cmr_BxJ'], fam.out['censor_BxJ'], s.ratios[0], s.ratios[-1])
+    c = bounded(fam.out['cmr_BxJ'], fam.out['censor_BxJ'], s.ratios[0], s.ratios[-1])
     c = np.where(fam.bad_B[:, None], np.nan, c)
     diff = float(c[0, j1] - c[0, j0])
-    se, lo, hi = _spread(c[1:, j1] - c[1:, j0], diff, opts.decision_z)
+    se, lo, hi = spread(c[1:, j1] - c[1:, j0], diff, opts.decision_z)
     rows.append(dict(size=s.name, T_from=float(fam.budgets[j0]), T_to=float(fam.budgets[j1]),
-                     cmr_from=_num(c[0, j0]), cmr_to=_num(c[0, j1]), diff=_num(diff),
-                     se=_num(se), lo=_num(lo), hi=_num(hi), n_boot=int(c.shape[0] - 1),
+                     cmr_from=num(c[0, j0]), cmr_to=num(c[0, j1]), diff=num(diff),
+                     se=num(se), lo=num(lo), hi=num(hi), n_boot=int(c.shape[0] - 1),
                      censored=[int(fam.out['censor_BxJ'][0, j0]),
                                int(fam.out['censor_BxJ'][0, j1])],
-                     verdict=_interval_verdict(lo, hi)))
-  return dict(id='a', claim='The Definition-2 CMR grows with the CPT budget T (T_max against '
-              f'{opts.growth_fraction:g} T_max, each from evals up to its budget only)',
-              verdict=_combine([r['verdict'] for r in rows]), rows=rows)
+                     verdict=interval_verdict(lo, hi)))
+  return Decision('a', 'The Definition-2 CMR grows with the CPT budget T (T_max against '
+                  f'{opts.growth_fraction:g} T_max, each from evals up to its budget only)',
+                  intervals.by_size([r['verdict'] for r in rows]), dict(rows=rows))
 
 
-def size_trend(sizes, per_size, paired: bool, opts) -> dict:
+def size_trend(sizes, per_size, paired: bool, opts) -> Decision:
   """(b): consecutive sizes and largest - smallest, at T_max."""
   c = []
   for s, p in zip(sizes, per_size):
-    v = _bounded(p.out['cmr_BxJ'][:, -1], p.out['censor_BxJ'][:, -1], s.ratios[0],
-                 s.ratios[-1])
+    v = bounded(p.out['cmr_BxJ'][:, -1], p.out['censor_BxJ'][:, -1], s.ratios[0],
+                s.ratios[-1])
     c.append(np.where(p.bad_B, np.nan, v))
   b = min(len(v) for v in c)
   pairs = [(i, i + 1) for i in range(len(sizes) - 1)]
@@ -106,43 +97,44 @@ def size_trend(sizes, per_size, paired: bool, opts) -> dict:
     diff = float(c[j][0] - c[i][0])
     z = opts.decision_z
     if paired:
-      se, lo, hi = _spread(c[j][1:b] - c[i][1:b], diff, z)
-      verdict = _interval_verdict(lo, hi)
+      se, lo, hi = spread(c[j][1:b] - c[i][1:b], diff, z)
+      verdict = interval_verdict(lo, hi)
     else:
-      se = math.hypot(_spread(c[i][1:], c[i][0], z)[0], _spread(c[j][1:], c[j][0], z)[0])
+      se = math.hypot(spread(c[i][1:], c[i][0], z)[0], spread(c[j][1:], c[j][0], z)[0])
       lo, hi = diff - z * se, diff + z * se
-      verdict = _verdict(diff, se, z)
-    rows.append(dict(smaller=sizes[i].name, larger=sizes[j].name, cmr_smaller=_num(c[i][0]),
-                     cmr_larger=_num(c[j][0]), diff=_num(diff), se=_num(se), lo=_num(lo),
-                     hi=_num(hi), paired=paired, verdict=verdict))
+      verdict = intervals.z_verdict(diff, se, z)
+    rows.append(dict(smaller=sizes[i].name, larger=sizes[j].name, cmr_smaller=num(c[i][0]),
+                     cmr_larger=num(c[j][0]), diff=num(diff), se=num(se), lo=num(lo),
+                     hi=num(hi), paired=paired, verdict=verdict))
   if not rows:
-    return dict(id='b', claim='The Definition-2 CMR grows with model size', verdict='undecided',
-                rows=[], reason='one size')
+    return Decision('b', 'The Definition-2 CMR grows with model size', 'undecided',
+                    dict(rows=[], reason='one size'))
   whole = rows[-1]['verdict']
   steps = [r['verdict'] for r in rows[:-1]] if len(sizes) > 2 else []
   verdict = ('fails' if whole == 'fails' or 'fails' in steps else whole)
-  return dict(id='b', claim='The Definition-2 CMR grows with model size (at T_max)',
-              verdict=verdict, rows=rows)
+  return Decision('b', 'The Definition-2 CMR grows with model size (at T_max)', verdict,
+                  dict(rows=rows))
 
 
-def predictable_in_t(lfo_rows, cmr_rows, opts) -> dict:
-  """(c) from the leave-future-out rows at predict_fraction."""
+def predictable_in_t(lfo: LeaveFutureOut, summary: Summary, opts) -> Decision:
+  """(c) from the leave-future-out predictions at predict_fraction."""
   z = opts.decision_z
-  mine = [r for r in lfo_rows if abs(r['fraction'] - opts.predict_fraction) < 1e-12]
+  mine = [r for r in lfo.rows if abs(r.fraction - opts.predict_fraction) < 1e-12]
   if not mine:
-    return dict(id='c', claim='Predictable in T', verdict='undecided', rows=[],
-                reason=f'no leave-future-out fit at {opts.predict_fraction:g} T_max')
-  se_of = {c['size']: _se_interval(c.get('lo'), c.get('hi'), opts.ci_level) for c in cmr_rows}
+    return Decision('c', 'Predictable in T', 'undecided', dict(
+        rows=[], reason=f'no leave-future-out fit at {opts.predict_fraction:g} T_max'))
+  se_of = {c.size.name: intervals.se_of_interval(c.lo, c.hi, intervals.z_of(opts.ci_level))
+           for c in summary.cmr}
   rows, fails, ok = [], False, True
   for r in mine:
-    err, se = r['cmr_error'], se_of.get(r['size'])
-    row = dict(size=r['size'], cmr_predicted=r['cmr_predicted'],
-               cmr_measured=r['cmr_measured'], cmr_error=err, cmr_measured_se=se,
-               dL_general_errors=[c['dL_general_error'] for c in r['curves']],
-               dL_general_measured_se=[c['dL_general_measured_se'] for c in r['curves']],
-               ratios=[c['ratio'] for c in r['curves']])
-    checks = [(err, se, opts.tol_cmr)] + [
-        (c['dL_general_error'], c['dL_general_measured_se'], opts.tol_dgen) for c in r['curves']]
+    p = r.cmr[0]  # Definition 2
+    err, se = num(p.error), se_of.get(r.size)
+    gen_err = [num(c.dL['general'][3]) for c in r.curves]
+    gen_se = [num(c.dL['general'][2]) for c in r.curves]
+    row = dict(size=r.size, cmr_predicted=num(p.predicted), cmr_measured=num(p.measured),
+               cmr_error=err, cmr_measured_se=se, dL_general_errors=gen_err,
+               dL_general_measured_se=gen_se, ratios=[c.ratio for c in r.curves])
+    checks = [(err, se, opts.tol_cmr)] + [(e, s, opts.tol_dgen) for e, s in zip(gen_err, gen_se)]
     for e, s, tol in checks:
       if e is None:
         ok = False
@@ -154,29 +146,18 @@ def predictable_in_t(lfo_rows, cmr_rows, opts) -> dict:
     row['within_tolerance'] = all(e is not None and abs(e) <= tol for e, _, tol in checks)
     rows.append(row)
   verdict = 'holds' if ok else ('fails' if fails else 'undecided')
-  return dict(id='c', claim=(f'Predictable in T: fit on T <= {opts.predict_fraction:g} T_max, '
-                             f'predict T_max: |CMR error| <= {opts.tol_cmr:g} and |dL_gen error| '
-                             f'<= {opts.tol_dgen:g} nats'), verdict=verdict, rows=rows)
+  return Decision('c', (f'Predictable in T: fit on T <= {opts.predict_fraction:g} T_max, '
+                        f'predict T_max: |CMR error| <= {opts.tol_cmr:g} and |dL_gen error| '
+                        f'<= {opts.tol_dgen:g} nats'), verdict, dict(rows=rows))
 
 
-def _se_interval(lo, hi, level):
-  if lo is None or hi is None:
-    return None
-  q = _z_of(level)
-  return float((hi - lo) / (2 * q))
-
-
-def _z_of(level):
-  from statistics import NormalDist
-  return NormalDist().inv_cdf(0.5 + level / 2)
-
-
-def across_sizes(predicted, measured, measured_lo, measured_hi, size, opts, **info) -> dict:
+def across_sizes(predicted, measured, measured_lo, measured_hi, size, opts, **info) -> Decision:
   """(d) the held-out size's CMR predicted by the surface, against its measured CMR."""
-  se = _se_interval(measured_lo, measured_hi, opts.ci_level)
+  se = intervals.se_of_interval(measured_lo, measured_hi, intervals.z_of(opts.ci_level))
   if predicted is None or measured is None:
-    return dict(id='d', claim='Predictable across sizes', verdict='undecided', size=size,
-                cmr_predicted=predicted, cmr_measured=measured, reason='no prediction', **info)
+    return Decision('d', 'Predictable across sizes', 'undecided', dict(
+        size=size, cmr_predicted=predicted, cmr_measured=measured, reason='no prediction',
+        **info))
   err = predicted - measured
   if abs(err) <= opts.tol_cmr:
     verdict = 'holds'
@@ -184,39 +165,32 @@ def across_sizes(predicted, measured, measured_lo, measured_hi, size, opts, **in
     verdict = 'fails'
   else:
     verdict = 'undecided'
-  return dict(id='d', claim=(f'Predictable across sizes: {size}\'s CMR at T_max from the joint '
-                             f'surface fitted without its later evals (|error| <= '
-                             f'{opts.tol_cmr:g})'), verdict=verdict, size=size,
-              cmr_predicted=predicted, cmr_measured=measured, cmr_error=err,
-              cmr_measured_se=se, **info)
+  return Decision('d', (f'Predictable across sizes: {size}\'s CMR at T_max from the joint '
+                        f'surface fitted without its later evals (|error| <= '
+                        f'{opts.tol_cmr:g})'), verdict,
+                  dict(size=size, cmr_predicted=predicted, cmr_measured=measured, cmr_error=err,
+                       cmr_measured_se=se, **info))
 
 
-def domains(cmr_rows, other_rows, other_domain, this_domain, opts) -> dict:
-  """(e) per common size: this domain's CMR minus the other's, independent errors."""
+def domains(cmr_rows, other_rows, other_domain, this_domain, opts) -> Decision:
+  """(e) per common size: this domain's CMR minus the other's, independent errors.
+  cmr_rows, other_rows: [{size, cmr, lo, hi}] of each domain (fits.json 'cmr' rows)."""
   other = {c['size']: c for c in other_rows}
+  z_ci = intervals.z_of(opts.ci_level)
   rows = []
   for c in cmr_rows:
     o = other.get(c['size'])
     if o is None:
       continue
     a, b = c['cmr'], o['cmr']
-    sa = _se_interval(c.get('lo'), c.get('hi'), opts.ci_level)
-    sb = _se_interval(o.get('lo'), o.get('hi'), opts.ci_level)
+    sa = intervals.se_of_interval(c.get('lo'), c.get('hi'), z_ci)
+    sb = intervals.se_of_interval(o.get('lo'), o.get('hi'), z_ci)
     diff = None if a is None or b is None else a - b
     se = math.hypot(sa, sb) if sa is not None and sb is not None else None
-    v = _verdict(abs(diff) if diff is not None else None, se, opts.decision_z)
+    v = intervals.z_verdict(abs(diff) if diff is not None else None, se, opts.decision_z)
     rows.append(dict(size=c['size'], cmr=a, cmr_other=b, diff=diff, se=se,
                      verdict='holds' if v == 'holds' else 'undecided'))
   verdict = 'holds' if rows and any(r['verdict'] == 'holds' for r in rows) else 'undecided'
-  return dict(id='e', claim=f'The CMR differs between {this_domain} and {other_domain}',
-              verdict=verdict, rows=rows,
-              note='holds where |difference| > z SE at some size; equality cannot be shown')
-
-
-def _combine(verdicts):
-  n, h, f = len(verdicts), verdicts.count('holds'), verdicts.count('fails')
-  if not n or (not h and not f):
-    return 'undecided'
-  if h == n or f == n:
-    return verdicts[0]
-  return f'mixed: holds at {h}, fails at {f}, undecided at {n - h - f} of {n} sizes'
+  return Decision('e', f'The CMR differs between {this_domain} and {other_domain}', verdict,
+                  dict(rows=rows, note='holds where |difference| > z SE at some size; '
+                       'equality cannot be shown'))

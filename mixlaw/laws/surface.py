@@ -14,6 +14,7 @@ refitted warm-started at the point fit, all in one vmapped call per form; their 
 kept so that `predict` gives an interval at any (N, T).
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -24,7 +25,12 @@ from mixlaw.laws import bootstrap
 from mixlaw.laws import cmr as cmr_lib
 from mixlaw.laws import fit as fit_lib
 from mixlaw.laws import forms as forms_lib
+from mixlaw.laws import intervals
 from mixlaw.laws import noise
+from mixlaw.laws.budgetfits import BudgetFits
+from mixlaw.laws.intervals import num
+from mixlaw.laws.options import FitOptions
+from mixlaw.laws.summary import Summary
 
 GEN, DOM = 'cmr_surface_gen', 'cmr_surface_dom'
 WHICH = (('general', GEN, 'gen'), ('domain', DOM, 'dom'))
@@ -35,6 +41,27 @@ N_BOOT = 50  # surface bootstrap replicates (predict's interval).
 LEVEL = 0.95
 B_PAD = 64  # replicate counts are padded to a multiple of this (shared compilations).
 SMOOTH_K = 5  # evals per run averaged for the measured R = 0 change at T_max.
+
+
+@dataclasses.dataclass
+class Surface:
+  """Stage `surface`: the joint surface, its CMRs, folds and replicates as fits.json stores them
+  (`predict` reads them back from there)."""
+  fit: dict
+
+
+def run(sweep, fits: BudgetFits, summary: Summary, opts: FitOptions) -> Surface:
+  """The surface of the whole sweep (opts.surface), compared with each size's own CMR."""
+  if not opts.surface:
+    return Surface(dict(reason='not requested (option surface = false)'))
+  observed = np.array([np.nan if v is None else v for v in (num(c.cmr) for c in summary.cmr)])
+  band = [[np.nan if v is None else v for v in (getattr(c, k) for c in summary.cmr)]
+          for k in ('lo', 'hi')]
+  return Surface(fit(sweep, huber_delta=float(np.nanmedian(fits.full.eq6.delta['general'])),
+                     lam=opts.lam, eps=opts.eps, observed_cmr=observed, n_starts=opts.n_starts,
+                     seed=opts.seed, data_orders='shared' if fits.shared else 'independent',
+                     observed_lo=np.array(band[0]), observed_hi=np.array(band[1]),
+                     level=opts.ci_level))
 
 
 def _thin(t_N, m):
@@ -104,12 +131,6 @@ def surface_cmr(params_gen, params_dom, n, *, lam, eps, r_lo, r_hi, t_max):
   return float(o['cmr'][0]), int(o['censor'][0])
 
 
-def _interval(rep_B, censor_B, est, censor, level):
-  x = np.where(censor_B == 2, bootstrap.BELOW, rep_B)
-  lo, hi, n_ok, widened = bootstrap.interval(x, bootstrap.BELOW if censor == 2 else est, level)
-  return _nan(lo), _nan(hi), int(n_ok), bool(widened)
-
-
 def _answer(o, level, n_boot):
   """Point (entry 0) and interval (entries 1..) of surface_cmrs' output."""
   out = {}
@@ -117,11 +138,12 @@ def _answer(o, level, n_boot):
                             ('cmr_condition_A', 'cmr_a', 'censor_a', 'condition_A_lo',
                              'condition_A_hi')):
     est, cen = float(o[c][0]), int(o[z][0])
-    out[key] = _nan(est)
+    out[key] = num(est)
     out['censored' if key == 'cmr' else 'censored_condition_A'] = cmr_lib.CENSOR[cen]
     out[lo] = out[hi] = None
     if n_boot:
-      out[lo], out[hi], n_ok, _ = _interval(o[c][1:], o[z][1:], est, cen, level)
+      out[lo], out[hi], n_ok, _ = intervals.censored_interval(o[c][1:], o[z][1:], est, cen,
+                                                                  level)
       if key == 'cmr':
         out['n_ok'] = n_ok
   return out
@@ -245,8 +267,8 @@ def fit(sweep, *, huber_delta, lam, eps, observed_cmr, n_starts, loso=True, n_bo
         method=('whole runs resampled (seed indices jointly when data orders are shared), '
                 'each run\'s residuals from the surface redrawn as AR(1) noise (bootstrap.py); '
                 'refits warm-started at the point fit'),
-        general_params=[[_nan(v) for v in row] for row in boot['general']],
-        domain_params=[[_nan(v) for v in row] for row in boot['domain']])
+        general_params=[[num(v) for v in row] for row in boot['general']],
+        domain_params=[[num(v) for v in row] for row in boot['domain']])
   else:
     out['boot'] = dict(n_boot=0, level=level)
   # In-sample CMR per size, with intervals.
@@ -261,7 +283,7 @@ def fit(sweep, *, huber_delta, lam, eps, observed_cmr, n_starts, loso=True, n_bo
     obs = observed_cmr[i]
     lo = None if observed_lo is None else observed_lo[i]
     hi = None if observed_hi is None else observed_hi[i]
-    row.update(cmr_observed=_nan(obs), observed_lo=_nan(lo), observed_hi=_nan(hi),
+    row.update(cmr_observed=num(obs), observed_lo=num(lo), observed_hi=num(hi),
                inside_observed=_inside(row['cmr_surface'], row['censored'], lo, hi,
                                        observed_lo is not None or observed_hi is not None))
     row.update(_control(sweep, i, p0['general']))
@@ -328,8 +350,8 @@ def _fold(sweep, fits, pts, f, held, lam, eps, observed_cmr):
                      lam=lam, eps=eps, r_lo=s.ratios.min(), r_hi=s.ratios.max(),
                      t_max=s.t_max)
   obs = observed_cmr[held]
-  row.update(cmr_predicted=_nan(c), censored=cmr_lib.CENSOR[z], cmr_observed=_nan(obs),
-             cmr_abs_error=_nan(abs(c - obs)), cmr_error_points=_nan(100 * (c - obs)),
+  row.update(cmr_predicted=num(c), censored=cmr_lib.CENSOR[z], cmr_observed=num(obs),
+             cmr_abs_error=num(abs(c - obs)), cmr_error_points=num(100 * (c - obs)),
              converged=row['general']['converged'] and row['domain']['converged'])
   return row
 
@@ -377,10 +399,3 @@ def _stats(row):
   keep = ('params', 'mse', 'r2', 'objective', 'converged', 'at_bound', 'n_points', 'flags',
           'huber_delta')
   return {k: row[k] for k in keep if k in row}
-
-
-def _nan(x):
-  if x is None:
-    return None
-  x = float(x)
-  return x if np.isfinite(x) else None

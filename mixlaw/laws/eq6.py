@@ -1,9 +1,8 @@
-"""The fitting stages of fit_table, each returning a dataclass (api.py runs them in order):
+"""Eq. 6 on every curve of one budget, and its bootstrap (the steps of budgetfits.fit_budget):
 
   prepare (padded arrays) -> fit_eq6 (noise-aware, bounded, flagged; the general-loss form never
   monotone where the evals turn) -> replicate (bootstrap refits; seed indices drawn jointly when
-  data orders are shared) -> interp_exponents -> cmr_stage (Definition 2 at given budgets) ->
-  cmr_laws (Eq. 8) -> ratio_tables (the ratio law and held-out ratios).
+  data orders are shared).
 """
 
 import dataclasses
@@ -13,33 +12,17 @@ import numpy as np
 
 from mixlaw.laws import bootstrap
 from mixlaw.laws import cmr as cmr_lib
+from mixlaw.laws import curves as curves_lib
 from mixlaw.laws import fit as fit_lib
 from mixlaw.laws import forms as forms_lib
 from mixlaw.laws import modelfree
 from mixlaw.laws import noise
-from mixlaw.laws import curves as curves_lib
-from mixlaw.laws.options import FitOptions, LAM_RANGE
+from mixlaw.laws.options import FitOptions
 
 N_GRID = 64  # points of every fitted-curve evaluation grid in fits.json.
 WHICH = ('general', 'domain')
 
-def num(x):
-  """JSON-safe float: NaN/inf -> None."""
-  if x is None:
-    return None
-  x = float(x)
-  return x if math.isfinite(x) else None
-
-
-def nums(a):
-  return [num(v) for v in np.asarray(a, np.float64).ravel()]
-
-
-def _pdict(names, values):
-  return {k: num(v) for k, v in zip(names, values)}
-
-
-# ----------------------------------------------------------------------------- stage: prepare
+# ----------------------------------------------------------------------------- the padded arrays
 
 @dataclasses.dataclass
 class Data:
@@ -69,7 +52,7 @@ def prepare(sweep) -> Data:
   return Data(sweep, curves, np.array([i for i, _ in pairs]), t, w, run.astype(int), y)
 
 
-# ----------------------------------------------------------------------------- stage: Eq. 6
+# ----------------------------------------------------------------------------- Eq. 6 point fits
 
 @dataclasses.dataclass
 class Eq6:
@@ -89,7 +72,7 @@ class Eq6:
   late_C: np.ndarray  # the one-term fit's slope at T_max contradicts the measured late slope.
 
 
-def _one_term_as_eq6(p_xP):
+def one_term_as_eq6(p_xP):
   """a T^s + b (power layout a, s, b) in eq6_gen's layout: a2 = a, s2 = s, a3 = 0, s3 = s."""
   p = np.asarray(p_xP)
   return np.stack([p[..., 0], p[..., 1], np.zeros_like(p[..., 0]), p[..., 1], p[..., 2]], -1)
@@ -170,7 +153,7 @@ def contradicts_late_slope(curve, p1_P, t_b: float, frac: float, rho: float, z: 
                              frac, rho)
   if not (np.isfinite(s) and np.isfinite(se) and se > 0):
     return False
-  fitted = float(cmr_lib.eq6_slope('general', _one_term_as_eq6(p1_P[None])[0], t_b))
+  fitted = float(cmr_lib.eq6_slope('general', one_term_as_eq6(p1_P[None])[0], t_b))
   return bool(s < 0 and fitted - s > z * se)
 
 
@@ -203,7 +186,7 @@ def fit_eq6(data: Data, opts: FitOptions) -> Eq6:
                                    data.y['general'], w, huber_delta=delta['general'], **kw)
                 if opts.general_terms in ('auto', terms) else _unfitted(form, len(data.curves)))
   fitted = {'general2': cmr_lib.eq6_at('general', res['general2'].params_CxP[:, None], t),
-            'general1': cmr_lib.eq6_at('general', _one_term_as_eq6(
+            'general1': cmr_lib.eq6_at('general', one_term_as_eq6(
                 res['general1'].params_CxP)[:, None], t),
             'domain': cmr_lib.eq6_at('domain', res['domain'].params_CxP[:, None], t)}
   gkey, gp = ('general1', 3) if opts.general_terms == 1 else ('general2', 5)
@@ -222,7 +205,7 @@ def fit_eq6(data: Data, opts: FitOptions) -> Eq6:
   two = _select(res['general2'], res['general1'], w.sum(axis=1), rho_S[data.size_of],
                 opts.general_terms, turn | late)
   params = {'general': np.where(two[:, None], res['general2'].params_CxP,
-                                _one_term_as_eq6(res['general1'].params_CxP)),
+                                one_term_as_eq6(res['general1'].params_CxP)),
             'domain': res['domain'].params_CxP}
   fit_vals = {'general': np.where(two[:, None], fitted['general2'], fitted['general1']),
               'domain': fitted['domain']}
@@ -273,7 +256,7 @@ def _run_fits(data, res, delta, fitted) -> dict:
     r = fit_lib.fit_curves(f, {f.variables[0]: t[sel]}, y[which][sel], w[sel],
                            huber_delta=delta[which][js[sel]], what='run',
                            init_CxSxP=res[key].params_CxP[js[sel]][:, None])
-    p = r.params_CxP if key != 'general1' else _one_term_as_eq6(r.params_CxP)
+    p = r.params_CxP if key != 'general1' else one_term_as_eq6(r.params_CxP)
     vals = cmr_lib.eq6_at(which, p[:, None], t[sel])
     for i, v in zip(sel, vals):
       j, run = rows[i]
@@ -291,7 +274,7 @@ def _unfitted(form, c):
                            np.zeros(c, int), np.zeros(c, int), np.zeros((c, p), bool), nan, nan)
 
 
-# ----------------------------------------------------------------------------- stage: bootstrap
+# ----------------------------------------------------------------------------- bootstrap refits
 
 @dataclasses.dataclass
 class Boot:
@@ -341,199 +324,10 @@ def replicate(data: Data, eq6: Eq6, opts: FitOptions, n_boot: int | None = None,
   sel = _select(out['general2'], out['general1'], n, tile(eq6.rho_S[data.size_of]),
                 opts.general_terms, tile(eq6.turn_C | eq6.late_C))
   gen = np.where(sel[:, None], out['general2'].params_CxP,
-                 _one_term_as_eq6(out['general1'].params_CxP))
+                 one_term_as_eq6(out['general1'].params_CxP))
   dom = out['domain'].params_CxP
   params = {'general': np.concatenate([params['general'], gen.reshape(b, c, -1)]),
             'domain': np.concatenate([params['domain'], dom.reshape(b, c, -1)])}
   ok = np.all(np.isfinite(params['general']), axis=2) & np.all(np.isfinite(params['domain']),
                                                                 axis=2)
   return Boot(params, ok, np.concatenate([two, sel.reshape(b, c)]), b)
-
-
-# ----------------------------------------------------------------------------- stage: exponents
-
-def _ratio_law_rows(x_rows, y_rows, w_rows, init=None, polish_iter=fit_lib.POLISH_ITER):
-  """Ratio-law fits of ragged rows, by plain least squares (forms.ratio_law: one point per
-  ratio, too few to estimate a noise scale or call any point an outlier)."""
-  k = max(len(x) for x in x_rows)
-  x, y, w = np.ones((len(x_rows), k)), np.ones((len(x_rows), k)), np.zeros((len(x_rows), k))
-  for i, (xr, yr, wr) in enumerate(zip(x_rows, y_rows, w_rows)):
-    x[i, :len(xr)], y[i, :len(xr)], w[i, :len(xr)] = xr, yr, wr
-  return fit_lib.fit_curves('ratio_law', {'R': x}, y, w, init_CxSxP=init, what='ratio-law fit',
-                            polish_iter=polish_iter, huber_delta=None)
-
-
-def interp_exponents(data: Data, boot: Boot) -> dict:
-  """Ratio-law exponent e per (replicate, size) for each loss (cmr.interp_exponent; 1 with
-  < 3 ratios). Replicates are warm-started from the point estimate's fit."""
-  sizes, n_rep = data.sweep.sizes, 1 + boot.n_boot
-  e = {k: np.ones((n_rep, len(sizes))) for k in WHICH}
-  jobs = [(i, k) for i, s in enumerate(sizes) if len(s.curves) >= 3 for k in WHICH]
-  if not jobs:
-    return e
-  vals = {(i, k): cmr_lib.eq6_at(k, boot.params[k][:, data.of_size(i)], sizes[i].t_max)
-          for i, k in jobs}
-  point = _ratio_law_rows([sizes[i].ratios for i, _ in jobs], [vals[j][0] for j in jobs],
-                          [np.ones(len(sizes[i].ratios)) for i, _ in jobs])
-  for j, (i, k) in enumerate(jobs):
-    e[k][0, i] = cmr_lib.interp_exponent(point.params_CxP[j, 1], point.r2_C[j])
-  if not boot.n_boot:
-    return e
-  where = [(b, j) for b in range(1, n_rep) for j in range(len(jobs))
-           if np.all(np.isfinite(vals[jobs[j]][b]))]
-  if where:
-    r = _ratio_law_rows([sizes[jobs[j][0]].ratios for _, j in where],
-                        [vals[jobs[j]][b] for b, j in where],
-                        [np.ones(len(sizes[jobs[j][0]].ratios)) for _, j in where],
-                        init=point.params_CxP[[j for _, j in where]][:, None],
-                        polish_iter=fit_lib.POLISH_ITER_BOOT)
-    ex = cmr_lib.interp_exponent(r.params_CxP[:, 1], r.r2_C)
-    for (b, j), v in zip(where, ex):
-      e[jobs[j][1]][b, jobs[j][0]] = v
-  return e
-
-
-# ----------------------------------------------------------------------------- stage: CMR
-
-@dataclasses.dataclass
-class SizeCMR:
-  """One size's CMR analysis (cmr.family_analysis) plus its budgets and failed replicates."""
-  budgets: np.ndarray
-  out: dict
-  bad_B: np.ndarray
-
-
-def cmr_stage(data: Data, boot: Boot, e: dict, opts: FitOptions,
-              budgets_of=None) -> list[SizeCMR]:
-  """Definition 2 per size and replicate at the budgets budgets_of(size) (default: a grid
-  over [T_min, T_max])."""
-  lams = [float(opts.lam)] + [x for x in LAM_RANGE if x != float(opts.lam)]
-  per_size = []
-  for i, s in enumerate(data.sweep.sizes):
-    idx = data.of_size(i)
-    n_rep = 1 + boot.n_boot
-    fam = dict(ratios_K=np.broadcast_to(s.ratios, (n_rep, s.ratios.size)),
-               gen_KxP=boot.params['general'][:, idx], dom_KxP=boot.params['domain'][:, idx],
-               e_gen=e['general'][:, i], e_dom=e['domain'][:, i])
-    bad = ~boot.ok_BxC[:, idx].all(axis=1)
-    fam = {k: np.where(bad.reshape((-1,) + (1,) * (np.ndim(v) - 1)), np.asarray(v)[:1], v)
-           for k, v in fam.items()}
-    bud = cmr_lib.budgets(s.t_lo, s.t_max) if budgets_of is None else budgets_of(s)
-    out = cmr_lib.family_analysis(fam, lams, opts.eps, s.t_lo, s.t_max, bud)
-    out['lams'] = lams
-    for k, z in (('cmr_BxJ', 'censor_BxJ'), ('cmr_a_B', 'censor_a_B')):
-      out[k][bad], out[z][bad] = np.nan, -1  # failed replicates: NaN, dropped with a count.
-    per_size.append(SizeCMR(bud, out, bad))
-  return per_size
-
-
-def _ranked(cmr, censor):
-  """CMR replicates for percentiles: censored below -> -inf, failed -> NaN."""
-  return np.where(censor == 2, bootstrap.BELOW, cmr)
-
-
-# ----------------------------------------------------------------------------- stage: CMR law
-
-def _cmr_law(series_T, series_y, series_ok, init=None):
-  """CMR-law fits of rows with >= 4 uncensored points; returns (FitResult | None, row mask).
-  Plain least squares (forms.cmr_law): the series is derived from fits, its scatter is not
-  eval noise."""
-  rows = np.flatnonzero(series_ok.sum(axis=1) >= 4)
-  if not rows.size:
-    return None, rows
-  y = np.where(series_ok[rows], series_y[rows], 0.0)
-  res = fit_lib.fit_curves('cmr_law', {'T': series_T[rows]}, y, series_ok[rows].astype(float),
-                           what='CMR-law fit', huber_delta=None,
-                           init_CxSxP=None if init is None else init[rows][:, None],
-                           polish_iter=fit_lib.POLISH_ITER if init is None
-                           else fit_lib.POLISH_ITER_BOOT)
-  return res, rows
-
-
-@dataclasses.dataclass
-class Laws:
-  point: object  # FitResult | None
-  rows: np.ndarray  # sizes with a law
-  params_SxP: np.ndarray
-  boot_BxSxP: np.ndarray
-  series_ok: np.ndarray
-
-
-def cmr_laws(per_size: list[SizeCMR], n_boot: int) -> Laws:
-  """CMR law per size (point estimate, then replicates warm-started from it)."""
-  ser_T = np.stack([p.budgets for p in per_size])
-  ser_y = np.stack([p.out['cmr_BxJ'][0] for p in per_size])
-  ser_ok = np.stack([p.out['censor_BxJ'][0] == 0 for p in per_size])
-  law, rows = _cmr_law(ser_T, ser_y, ser_ok)
-  law_p = np.full((len(per_size), 3), np.nan)
-  if law is not None:
-    law_p[rows] = law.params_CxP
-  boot = np.full((n_boot, len(per_size), 3), np.nan)
-  if n_boot and law is not None:
-    b_T = np.broadcast_to(ser_T, (n_boot,) + ser_T.shape).reshape(-1, ser_T.shape[1])
-    b_y = np.stack([p.out['cmr_BxJ'][1:] for p in per_size], 1).reshape(-1, ser_T.shape[1])
-    b_ok = np.stack([(p.out['censor_BxJ'][1:] == 0) & ~p.bad_B[1:, None] for p in per_size],
-                    1).reshape(-1, ser_T.shape[1])
-    init = np.broadcast_to(law_p, (n_boot,) + law_p.shape).reshape(-1, 3)
-    b_ok &= np.isfinite(init).all(axis=1)[:, None]
-    rb, rws = _cmr_law(b_T, b_y, b_ok, init=np.where(np.isfinite(init), init, 0))
-    if rb is not None:
-      flat = boot.reshape(-1, 3)
-      flat[rws] = rb.params_CxP
-      boot = flat.reshape(boot.shape)
-  return Laws(law, rows, law_p, boot, ser_ok)
-
-
-# ----------------------------------------------------------------------------- stage: ratio law
-
-def ratio_tables(data: Data, eq6: Eq6, opts: FitOptions):
-  """Ratio law on all ratios at T_max, and leave-one-ratio-out predictions (paper Table 2)."""
-  sweep, laws, held = data.sweep, [], []
-  jobs_all, jobs_out = [], []
-  for i, s in enumerate(sweep.sizes):
-    js = data.of_size(i)
-    for k in WHICH:
-      y = []
-      for j in js:
-        c = data.curves[j]
-        if abs(c.final_t - s.t_max) <= 1e-9 * s.t_max:
-          y.append(c.final_gen_loss if k == 'general' else c.final_dom_loss)
-        else:  # the run went past the common budget: its Eq. 6 value at T_max.
-          base = s.base_gen if k == 'general' else s.base_dom
-          y.append(base + float(cmr_lib.eq6_at(k, eq6.params[k][j], s.t_max)))
-      y = np.array(y)
-      if js.size >= 3:
-        jobs_all.append((s, k, y))
-      if js.size >= 4:
-        jobs_out += [(s, k, y, h) for h in range(js.size)]
-  xs = [j[0].ratios for j in jobs_all] + [j[0].ratios for j in jobs_out]
-  if not xs:
-    return laws, held
-  ys = [j[2] for j in jobs_all] + [j[2] for j in jobs_out]
-  ws = [np.ones(len(r)) for r in xs]
-  for n, (_, _, _, h) in enumerate(jobs_out):
-    ws[len(jobs_all) + n][h] = 0.0
-  r = _ratio_law_rows(xs, ys, ws)
-  form = forms_lib.get_form('ratio_law')
-  for m, (s, k, y) in enumerate(jobs_all):
-    grid = np.linspace(s.ratios.min(), s.ratios.max(), N_GRID)
-    laws.append(dict(size=s.name, which=k, loss='absolute validation loss at T_max',
-                     T=s.t_max, ratios=nums(s.ratios), measured=nums(y),
-                     params=_pdict(form.params, r.params_CxP[m]), mse=num(r.mse_C[m]),
-                     r2=num(r.r2_C[m]), converged=bool(r.converged_C[m]), flags=r.flags(m),
-                     at_bound=r.bounded(m), R_grid=nums(grid),
-                     L_fit=nums(forms_lib.evaluate(form, r.params(m), R=grid))))
-  for n, (s, k, y, h) in enumerate(jobs_out):
-    m = len(jobs_all) + n
-    # A fit that is not converged (criteria unmet, off the data's range, worse than least
-    # squares) predicts nothing: predicted = None, and flags say why.
-    pred = (float(forms_lib.evaluate('ratio_law', r.params(m), R=s.ratios[h]))
-            if r.converged_C[m] else np.nan)
-    held.append(dict(size=s.name, which=k, heldout_ratio=float(s.ratios[h]),
-                     measured=float(y[h]), predicted=num(pred),
-                     rel_error=num((pred - y[h]) / y[h]), abs_error=num(pred - y[h]),
-                     error_eps=num((pred - y[h]) / opts.eps),
-                     extrapolated=bool(h in (0, s.ratios.size - 1)),
-                     params=r.params(m), converged=bool(r.converged_C[m]),
-                     flags=r.flags(m)))
-  return laws, held
