@@ -52,19 +52,28 @@ def matmul_peak(n=1024, reps=20):
   return len(devices) * 2 * n ** 3 / best / 1e9
 
 
-def make_bench(d_model, layers, seq, batch, vocab, mesh_shape):
+# --settings: the accelerator path's gin settings, each timed against 'base' in the same rounds.
+SETTINGS = {'base': {}, 'bf16': {'dtype': 'bfloat16'}, 'remat_full': {'remat': 'full'},
+            'remat_dots': {'remat': 'dots'}, 'scan': {'scan_layers': True},
+            'loss_chunk64': {'loss_chunk': 64}, 'micro2': {'microbatches': 2},
+            'micro4': {'microbatches': 4}}
+
+
+def make_bench(d_model, layers, seq, batch, vocab, mesh_shape, setting=None):
   """(run(steps) -> seconds per step, flops per token)."""
   import jax
   import numpy as np
   from mixlaw import model, optim, sharding, train
+  overrides = dict(setting or {})
+  microbatches = overrides.pop('microbatches', 1)
   cfg = model.ModelConfig(d_model=d_model, n_layers=layers, n_heads=max(1, d_model // 64),
-                          d_ff=4 * d_model, vocab_size=vocab)
+                          d_ff=4 * d_model, vocab_size=vocab, **overrides)
   counts = model.count_params(cfg)
   flops_per_token = 6 * (counts['total'] - vocab * d_model) + 12 * layers * seq * d_model
   tx, _ = optim.make_optimizer(1e-3, 1000, 10)
   mesh = sharding.make_mesh(*mesh_shape)
   state = train.init_state(cfg, tx, mesh, seed=0)
-  step = train.make_train_step(cfg, tx, mesh)
+  step = train.make_train_step(cfg, tx, mesh, microbatches=microbatches)
   rng = np.random.default_rng(0)
   tokens = rng.integers(3, vocab, (batch, seq + 1)).astype(np.int32)
   batch_np = dict(inputs=tokens[:, :-1], targets=tokens[:, 1:],
@@ -126,6 +135,30 @@ def bench(args):
             flush=True)
 
 
+def bench_settings(args):
+  """Each setting's tokens/s in alternating rounds with 'base'; paired ratios to it."""
+  import jax
+  load = common.load_average()
+  for d_model, layers in args.shapes:
+    dims = dict(d_model=d_model, layers=layers, seq=args.seq, batch=args.batch, vocab=args.vocab)
+    runs = {}
+    for name in args.settings:
+      runs[name] = make_bench(**dims, mesh_shape=args.mesh, setting=SETTINGS[name])[0]
+      runs[name](1)
+    tps = {name: [] for name in runs}
+    for _ in range(args.repeats):
+      for name, run in runs.items():
+        tps[name].append(args.batch * args.seq / run(args.steps))
+    for name, xs in tps.items():
+      ratios = [x / b for x, b in zip(xs, tps['base'])]
+      print(json.dumps({'impl': 'mixlaw', 'setting': name, **dims,
+                        'tokens_per_s': round(max(xs)),
+                        'median_tokens_per_s': round(statistics.median(xs)),
+                        'median_ratio_to_base': round(statistics.median(ratios), 3),
+                        'load_avg_start': load, 'load_avg_end': common.load_average(),
+                        'devices': jax.device_count()}), flush=True)
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument('--shapes', default=','.join(f'{d}x{l}' for d, l in SHAPES),
@@ -143,7 +176,10 @@ def main():
   p.add_argument('--xla-flags', default='', help='extra XLA_FLAGS')
   p.add_argument('--torch-python', default='', help='python with torch: run the reference too')
   p.add_argument('--force', action='store_true', help='run even when the machine is loaded')
+  p.add_argument('--settings', default='',
+                 help=f'comma-separated, timed against base: {",".join(SETTINGS)}')
   args = p.parse_args()
+  args.settings = ['base'] + [x for x in args.settings.split(',') if x and x != 'base']
   args.shapes = [tuple(int(v) for v in s.split('x')) for s in args.shapes.split(',')]
   args.mesh = [int(v) for v in args.mesh.split(',')]
   sys.path.insert(0, os.path.dirname(HERE))
@@ -151,7 +187,7 @@ def main():
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + args.xla_flags).strip()
   if not args.plain:
     common.reexec_with_host_env(args.host_devices)
-  bench(args)
+  bench_settings(args) if len(args.settings) > 1 else bench(args)
 
 
 if __name__ == '__main__':

@@ -162,10 +162,13 @@ class MixtureSampler:
     sizes = tuple(s.n_rows if s is not None else 0 for s in self.sources)
     return row_indices(self.ratio, sizes, self.seed, int(step) * self.batch_size, self.batch_size)
 
-  def batch(self, step: int) -> dict[str, np.ndarray]:
-    """The batch at `step`: [B, L] fields + source_B (0 general, 1 domain)."""
+  def batch(self, step: int, rows: slice | None = None) -> dict[str, np.ndarray]:
+    """The batch at `step`: [B, L] fields + source_B (0 general, 1 domain); with `rows`, only
+    those rows of it (a process's slice of the global batch; nothing else is read)."""
     source, index = self.indices(step)
-    targets = np.empty((self.batch_size, self.seq_len), dtype=np.int32)
+    if rows is not None:
+      source, index = source[rows], index[rows]
+    targets = np.empty((len(source), self.seq_len), dtype=np.int32)
     for s, rows in enumerate(self.sources):
       m = source == s
       if m.any():

@@ -89,13 +89,15 @@ class PhaseConfig:
   min_steps: int = 1
   max_steps: int = 1_000_000
   batch_size: int = 16
+  microbatches: int = 1  # Gradient accumulated over this many slices of the batch (memory).
   warmup_frac: float = 0.05  # Linear warmup over this share of the steps (>= 1 step).
   eval_every: int = 0  # 0: steps // 50 (>= 50 validation points per run), at least 1.
   checkpoint_every: int = 100
   keep_checkpoints: int = 2
 
   def __post_init__(self):
-    for name, lo in (("steps", 0), ("min_steps", 1), ("batch_size", 1), ("eval_every", 0),
+    for name, lo in (("steps", 0), ("min_steps", 1), ("batch_size", 1), ("microbatches", 1),
+                     ("eval_every", 0),
                      ("checkpoint_every", 1), ("keep_checkpoints", 1)):
       v = getattr(self, name)
       _check(_int(v, lo), f"PhaseConfig.{name} must be an integer >= {lo}, got {v!r}")
@@ -104,6 +106,9 @@ class PhaseConfig:
                                                  f"{self.max_steps!r}")
     _check(_real(self.tokens_per_param) and self.tokens_per_param >= 0,
            f"PhaseConfig.tokens_per_param must be a number >= 0, got {self.tokens_per_param!r}")
+    _check(self.batch_size % self.microbatches == 0,
+           f"PhaseConfig.microbatches = {self.microbatches} must divide batch_size = "
+           f"{self.batch_size}")
     _check(_real(self.warmup_frac) and 0 <= self.warmup_frac < 1,
            f"PhaseConfig.warmup_frac must lie in [0, 1), got {self.warmup_frac!r}")
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from mixlaw import sharding, train
+from mixlaw import distributed, sharding, train
 from mixlaw.errors import MixlawError
 from mixlaw.model import ModelConfig
 
@@ -61,10 +61,17 @@ def _batch_shardings(mesh):
           for k in train.BATCH_KEYS}
 
 
-def shard_batch(batch_K: dict, mesh) -> dict:
-  """Host [K, B, ...] numpy batch -> global arrays (single process)."""
+def shard_batch(batch_K: dict, mesh, global_rows: int | None = None) -> dict:
+  """Host [K, b, ...] numpy batch -> global [K, B, ...] arrays. batch_K holds this process's
+  rows (`sharding.process_rows(mesh, B)`) of every member's batch of B = global_rows rows
+  (None: every process holds b rows)."""
   sh = _batch_shardings(mesh)
-  return {k: jax.device_put(np.asarray(batch_K[k]), sh[k]) for k in train.BATCH_KEYS}
+  out = {}
+  for k in train.BATCH_KEYS:
+    v = np.asarray(batch_K[k])
+    shape = None if global_rows is None else (v.shape[0], global_rows) + v.shape[2:]
+    out[k] = jax.make_array_from_process_local_data(sh[k], v, shape)
+  return out
 
 
 def stack_batches(batches: list[dict]) -> dict:
@@ -98,14 +105,15 @@ def _over_members(fn, loop: str):
 
 
 def make_train_step(cfg: ModelConfig, optimizer, mesh, num_sources: int = 2,
-                    loop: str | None = None):
+                    loop: str | None = None, microbatches: int = 1):
   """Jitted (state_K, batch_K, alive_K) -> (state_K, metrics_K); the state is donated.
 
   Per member exactly the single-run step (`train.step_fn`), run as `loop` (default:
   `member_loop()`). A member that is not alive, or whose update is non-finite, keeps its
   previous state; metrics_K['ok'] says which updates applied.
   """
-  members = _over_members(train.step_fn(cfg, optimizer, mesh, num_sources), loop or member_loop())
+  members = _over_members(train.step_fn(cfg, optimizer, mesh, num_sources, microbatches),
+                         loop or member_loop())
 
   def step(state, batch, alive):
     new, metrics = members(state, batch)
@@ -115,8 +123,8 @@ def make_train_step(cfg: ModelConfig, optimizer, mesh, num_sources: int = 2,
 
   sh = state_shardings(cfg, optimizer, mesh)
   rep = sharding.replicated(mesh)
-  return jax.jit(step, in_shardings=(sh, _batch_shardings(mesh), rep), out_shardings=(sh, rep),
-                 donate_argnums=(0,))
+  return distributed.synced(jax.jit(step, in_shardings=(sh, _batch_shardings(mesh), rep),
+                                   out_shardings=(sh, rep), donate_argnums=(0,)), 'train')
 
 
 def make_eval_step(cfg: ModelConfig, mesh, num_sources: int = 2, loop: str | None = None):
@@ -129,8 +137,8 @@ def make_eval_step(cfg: ModelConfig, mesh, num_sources: int = 2, loop: str | Non
   else:
     step = lambda params, batch: jax.lax.map(lambda p: one(p, batch), params)
   params_sh = jax.tree.map(_stack_sharding, train.param_shardings(cfg, mesh))
-  return jax.jit(step, in_shardings=(params_sh, train._batch_shardings(mesh)),
-                 out_shardings=sharding.replicated(mesh))
+  return distributed.synced(jax.jit(step, in_shardings=(params_sh, train._batch_shardings(mesh)),
+                                   out_shardings=sharding.replicated(mesh)), 'eval')
 
 
 def member_bytes(cfg: ModelConfig, batch_size: int, seq_len: int) -> tuple[int, int]:

@@ -22,3 +22,10 @@ def cpu_host_env(environ, devices: int, hugetlb: bool = True) -> dict:
   if hugetlb and 'glibc.malloc.hugetlb' not in tunables:
     env['GLIBC_TUNABLES'] = ':'.join(t for t in (tunables, 'glibc.malloc.hugetlb=1') if t)
   return env
+
+
+def pin_to_cpu() -> None:
+  """Makes the CPU JAX's default device in this process (the laws' float64 fits run there
+  whatever accelerator the host has). Call at the application's call site, not in the laws."""
+  import jax
+  jax.config.update('jax_default_device', jax.devices('cpu')[0])

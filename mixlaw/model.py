@@ -24,6 +24,15 @@ class ModelError(MixlawError, ValueError):
   """A bad model size or ModelConfig value (e.g. a gin binding of get_config)."""
 
 
+# ModelConfig.remat -> what a block saves for the backward pass ('none': everything, no remat).
+REMAT_POLICIES = {
+    'none': None,
+    'full': jax.checkpoint_policies.nothing_saveable,  # recompute the whole block
+    'dots': jax.checkpoint_policies.dots_saveable,  # keep matmul outputs, recompute the rest
+    'dots_no_batch': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # not attention's
+}
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -38,8 +47,10 @@ class ModelConfig:
   init_std: float = 0.02
   dtype: str = 'float32'  # activations / matmul inputs
   param_dtype: str = 'float32'
-  remat: bool = False  # rematerialise each block in the backward pass (memory for compute)
+  remat: str = 'none'  # REMAT_POLICIES: what each block keeps for the backward pass
   attn_chunk: int = 64  # causal attention in query blocks of this length (0: one block)
+  scan_layers: bool = False  # one compiled block body run by lax.scan (compile time ~ 1 layer)
+  loss_chunk: int = 0  # cross-entropy over this many positions at a time (0: whole rows)
 
   def __post_init__(self):
     def check(ok, message):
@@ -67,8 +78,14 @@ class ModelConfig:
       v = getattr(self, name)
       check(v in ('float32', 'bfloat16', 'float16'),
             f"ModelConfig.{name} must be 'float32', 'bfloat16' or 'float16', got {v!r}")
-    check(isinstance(self.remat, bool),
-          f'ModelConfig.remat must be True or False, got {self.remat!r}')
+    if isinstance(self.remat, bool):  # Older configs: True = 'full', False = 'none'.
+      object.__setattr__(self, 'remat', 'full' if self.remat else 'none')
+    check(self.remat in REMAT_POLICIES,
+          f'ModelConfig.remat must be one of {sorted(REMAT_POLICIES)}, got {self.remat!r}')
+    check(isinstance(self.scan_layers, bool),
+          f'ModelConfig.scan_layers must be True or False, got {self.scan_layers!r}')
+    check(count(self.loss_chunk, 0), f'loss_chunk must be an integer >= 0, got '
+                                     f'{self.loss_chunk!r}')
 
   @property
   def head_dim(self) -> int:
@@ -338,7 +355,8 @@ class Transformer(nnx.Module):
     self.final_norm = RMSNorm(cfg)
     self.head = _param(rngs, (d, v), cfg.init_std, ('embed', 'vocab'), cfg.param_dtype)
 
-  def __call__(self, inputs_BxL, segment_ids_BxL, positions_BxL):
+  def features(self, inputs_BxL, segment_ids_BxL, positions_BxL):
+    """The final-normed hidden states [B, L, D] (the head's input), in the compute dtype."""
     cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
     # Gather from a table all-gathered over 'fsdp' (as FSDP does for every weight).
     table_VxD = sharding.constrain(self.embed[...], ('vocab', None))
@@ -346,12 +364,33 @@ class Transformer(nnx.Module):
     x_BxLxD = sharding.constrain(x_BxLxD, ('batch', 'length', 'embed'))
     mask_BxLxL = attention_mask(segment_ids_BxL)
     tables = rope_tables(positions_BxL, cfg.head_dim, inputs_BxL.shape[1], cfg.rope_theta)
-    for block in self.blocks:
-      if cfg.remat:
-        x_BxLxD = nnx.remat(lambda blk, x: blk(x, mask_BxLxL, tables))(block, x_BxLxD)
-      else:
-        x_BxLxD = block(x_BxLxD, mask_BxLxL, tables)
-    x_BxLxD = self.final_norm(x_BxLxD)
-    logits_BxLxV = dense('bld,dv->blv', x_BxLxD, self.head[...].astype(dt))
+    policy = REMAT_POLICIES[cfg.remat]
+    if cfg.scan_layers:
+      x_BxLxD = self._scan_blocks(x_BxLxD, mask_BxLxL, tables, policy)
+    else:
+      for block in self.blocks:
+        if cfg.remat != 'none':
+          x_BxLxD = nnx.remat(lambda blk, x: blk(x, mask_BxLxL, tables), policy=policy)(
+              block, x_BxLxD)
+        else:
+          x_BxLxD = block(x_BxLxD, mask_BxLxL, tables)
+    return self.final_norm(x_BxLxD)
+
+  def _scan_blocks(self, x_BxLxD, mask_BxLxL, tables, policy):
+    """The blocks as one lax.scan over their parameters stacked on a layer axis (same
+    parameters and checkpoints as the loop; one block body to compile)."""
+    graph, _ = nnx.split(self.blocks[0])
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[nnx.state(b) for b in self.blocks])
+
+    def body(x, state):
+      return nnx.merge(graph, state)(x, mask_BxLxL, tables), None
+
+    if policy is not None:
+      body = jax.checkpoint(body, policy=policy, prevent_cse=False)
+    return jax.lax.scan(body, x_BxLxD, stacked)[0]
+
+  def __call__(self, inputs_BxL, segment_ids_BxL, positions_BxL):
+    x_BxLxD = self.features(inputs_BxL, segment_ids_BxL, positions_BxL)
+    logits_BxLxV = dense('bld,dv->blv', x_BxLxD, self.head[...].astype(x_BxLxD.dtype))
     logits_BxLxV = logits_BxLxV.astype(jnp.float32)
     return sharding.constrain(logits_BxLxV, ('batch', 'length', 'vocab'))

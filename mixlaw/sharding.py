@@ -93,15 +93,41 @@ def batch_shardings(batch: dict, mesh) -> dict:
   return {k: batch_sharding(mesh, np.ndim(v)) for k, v in batch.items()}
 
 
-def shard_batch(batch_np: dict, mesh) -> dict:
+def process_rows(mesh, n_rows: int, axis: int = 0, ndim: int = 1) -> slice:
+  """The rows [start, stop) of a global batch of n_rows (sharded like `batch_sharding` on
+  `axis`) that this process's devices hold; all of them with one process."""
+  spec = [None] * ndim
+  spec[axis] = ('data', 'fsdp')
+  shape = [1] * ndim
+  shape[axis] = n_rows
+  held = NamedSharding(mesh, P(*spec)).addressable_devices_indices_map(tuple(shape)).values()
+  ranges = sorted({(r[axis].start or 0, n_rows if r[axis].stop is None else r[axis].stop)
+                   for r in held})
+  for (_, stop), (start, _) in zip(ranges, ranges[1:]):
+    if stop != start:
+      raise MeshError(f'the rows this process holds are not contiguous: {ranges}')
+  return slice(ranges[0][0], ranges[-1][1])
+
+
+def shard_batch(batch_np: dict, mesh, global_rows: int | None = None) -> dict:
   """Host numpy batch -> global jax.Arrays sharded over rows.
 
-  Each process passes its own rows (its slice of the global batch); with one process that is
-  the whole batch. The global batch has process_count times as many rows.
+  batch_np holds this process's rows (`process_rows(mesh, global_rows)`) of a global batch of
+  `global_rows` rows; with one process (or global_rows None: every process the same number of
+  rows) that is inferred.
   """
-  return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)),
-                                                    np.asarray(v))
-          for k, v in batch_np.items()}
+  out = {}
+  for k, v in batch_np.items():
+    v = np.asarray(v)
+    shape = None if global_rows is None else (global_rows,) + v.shape[1:]
+    out[k] = jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v, shape)
+  return out
+
+
+def local_rows(batch_np: dict, mesh) -> dict:
+  """This process's rows of a global host batch (every process holds the whole batch)."""
+  rows = process_rows(mesh, len(next(iter(batch_np.values()))))
+  return {k: np.asarray(v)[rows] for k, v in batch_np.items()}
 
 
 def maybe_initialize_distributed(enabled: bool, **kwargs) -> None:

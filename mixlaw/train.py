@@ -12,8 +12,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from mixlaw import optim, sharding
-from mixlaw.model import ModelConfig, Transformer
+from mixlaw import distributed, optim, sharding
+from mixlaw.model import ModelConfig, ModelError, Transformer, dense
 from mixlaw.errors import MixlawError
 
 BATCH_KEYS = ('inputs', 'targets', 'segment_ids', 'positions', 'weights', 'source')
@@ -140,21 +140,86 @@ def state_from_params(params, optimizer, mesh, cfg: ModelConfig) -> TrainState:
     return make(params)
 
 
-def loss_terms(params, batch, cfg: ModelConfig, num_sources: int):
-  """(mean loss over real tokens, (loss_sum_per_source [S], tokens_per_source [S]))."""
+def chunked_nll(x_BxLxD, head_DxV, targets_BxL, chunk: int):
+  """Per-token cross-entropy [B, L] from integer targets, `chunk` positions at a time: no
+  one-hot, and only one chunk's logits [B, chunk, V] exist at once (recomputed for the
+  backward pass)."""
+  b, length, d = x_BxLxD.shape
+  if length % chunk:
+    raise ModelError(f'ModelConfig.loss_chunk = {chunk} must divide the sequence length {length}')
+  n = length // chunk
+  x_NxBxCxD = x_BxLxD.reshape(b, n, chunk, d).swapaxes(0, 1)
+  t_NxBxC = targets_BxL.reshape(b, n, chunk).swapaxes(0, 1)
+  w_DxV = head_DxV.astype(x_BxLxD.dtype)
+
+  @functools.partial(jax.checkpoint, prevent_cse=False)
+  def nll(x_BxCxD, t_BxC):
+    logits_BxCxV = dense('bcd,dv->bcv', x_BxCxD, w_DxV).astype(jnp.float32)
+    logits_BxCxV = sharding.constrain(logits_BxCxV, ('batch', 'length', 'vocab'))
+    target_BxC = jnp.take_along_axis(logits_BxCxV, t_BxC[..., None], axis=-1)[..., 0]
+    return jax.nn.logsumexp(logits_BxCxV, axis=-1) - target_BxC
+
+  nll_NxBxC = jax.lax.scan(lambda c, xt: (c, nll(*xt)), None, (x_NxBxCxD, t_NxBxC))[1]
+  return nll_NxBxC.swapaxes(0, 1).reshape(b, length)
+
+
+def token_nll(params, batch, cfg: ModelConfig):
+  """Per-token cross-entropy [B, L] (float32, unweighted)."""
   model = nnx.merge(graphdef(cfg), params)
+  if cfg.loss_chunk:
+    x_BxLxD = model.features(batch['inputs'], batch['segment_ids'], batch['positions'])
+    return chunked_nll(x_BxLxD, model.head[...], batch['targets'], cfg.loss_chunk)
   logits_BxLxV = model(batch['inputs'], batch['segment_ids'], batch['positions'])
   logz_BxL = jax.nn.logsumexp(logits_BxLxV, axis=-1)
   # A one-hot contraction instead of take_along_axis: its gradient fuses (no scatter on CPU).
   onehot_BxLxV = jax.nn.one_hot(batch['targets'], logits_BxLxV.shape[-1], dtype=jnp.float32)
-  target_BxL = jnp.sum(logits_BxLxV * onehot_BxLxV, axis=-1)
+  return logz_BxL - jnp.sum(logits_BxLxV * onehot_BxLxV, axis=-1)
+
+
+def loss_sums(params, batch, cfg: ModelConfig, num_sources: int):
+  """(summed loss over real tokens, (loss_sum_per_source [S], tokens_per_source [S], tokens))."""
   weights_BxL = batch['weights'].astype(jnp.float32)
-  loss_BxL = (logz_BxL - target_BxL) * weights_BxL
+  loss_BxL = token_nll(params, batch, cfg) * weights_BxL
   onehot_BxS = jax.nn.one_hot(batch['source'], num_sources, dtype=jnp.float32)
   loss_sum_S = loss_BxL.sum(axis=1) @ onehot_BxS
   tokens_S = weights_BxL.sum(axis=1) @ onehot_BxS
-  loss = loss_BxL.sum() / jnp.maximum(weights_BxL.sum(), 1.0)
-  return loss, (loss_sum_S, tokens_S)
+  return loss_BxL.sum(), (loss_sum_S, tokens_S, weights_BxL.sum())
+
+
+def loss_terms(params, batch, cfg: ModelConfig, num_sources: int):
+  """(mean loss over real tokens, (loss_sum_per_source [S], tokens_per_source [S]))."""
+  total, (loss_sum_S, tokens_S, tokens) = loss_sums(params, batch, cfg, num_sources)
+  return total / jnp.maximum(tokens, 1.0), (loss_sum_S, tokens_S)
+
+
+def _split_microbatches(batch, m: int):
+  """[B, ...] -> [M, B/M, ...]; microbatch j holds rows j, M + j, 2M + j, ... (so each device's
+  contiguous block of rows feeds every microbatch)."""
+  def split(x):
+    if x.shape[0] % m:
+      raise ValueError(f'batch of {x.shape[0]} rows does not split into {m} microbatches')
+    x = x.reshape((x.shape[0] // m, m) + x.shape[1:]).swapaxes(0, 1)
+    return sharding.constrain(x, (None, 'batch') + (None,) * (x.ndim - 2))
+  return {k: split(v) for k, v in batch.items()}
+
+
+def accumulated_grads(params, batch, cfg: ModelConfig, num_sources: int, microbatches: int):
+  """loss_terms and its gradient over `microbatches` slices of the batch, one after another
+  (memory of one slice): the sums are accumulated in float32, so it equals the full batch's."""
+  grad_fn = jax.value_and_grad(loss_sums, has_aux=True)
+
+  def body(acc, mb):
+    out = grad_fn(params, mb, cfg, num_sources)
+    return jax.tree.map(jnp.add, acc, out), None
+
+  zero, zeros_S = jnp.zeros((), jnp.float32), jnp.zeros((num_sources,), jnp.float32)
+  zeros = ((zero, (zeros_S, zeros_S, zero)),
+           jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params))
+  (total, (loss_sum_S, tokens_S, tokens)), grads = jax.lax.scan(
+      body, zeros, _split_microbatches(batch, microbatches))[0]
+  n = jnp.maximum(tokens, 1.0)
+  grads = jax.tree.map(lambda g, p: (g / n).astype(p.dtype), grads, params)
+  return (total / n, (loss_sum_S, tokens_S)), grads
 
 
 def _batch_shardings(mesh):
@@ -168,12 +233,17 @@ def _select(batch):
   return {k: batch[k] for k in BATCH_KEYS}
 
 
-def step_fn(cfg: ModelConfig, optimizer, mesh, num_sources: int = 2):
-  """The pure (state, batch) -> (state, metrics) update of one run (jit or vmap it)."""
+def step_fn(cfg: ModelConfig, optimizer, mesh, num_sources: int = 2, microbatches: int = 1):
+  """The pure (state, batch) -> (state, metrics) update of one run (jit or vmap it); with
+  microbatches > 1 the gradient is accumulated over that many slices of the batch."""
   def step(state, batch):
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-      grad_fn = jax.value_and_grad(loss_terms, has_aux=True)
-      (loss, (loss_sum_S, tokens_S)), grads = grad_fn(state.params, batch, cfg, num_sources)
+      if microbatches > 1:
+        (loss, (loss_sum_S, tokens_S)), grads = accumulated_grads(
+            state.params, batch, cfg, num_sources, microbatches)
+      else:
+        grad_fn = jax.value_and_grad(loss_terms, has_aux=True)
+        (loss, (loss_sum_S, tokens_S)), grads = grad_fn(state.params, batch, cfg, num_sources)
       updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
     metrics = {'loss': loss, 'loss_per_source': loss_sum_S / jnp.maximum(tokens_S, 1.0),
@@ -184,7 +254,8 @@ def step_fn(cfg: ModelConfig, optimizer, mesh, num_sources: int = 2):
   return step
 
 
-def make_train_step(cfg: ModelConfig, optimizer, mesh, num_sources: int = 2):
+def make_train_step(cfg: ModelConfig, optimizer, mesh, num_sources: int = 2,
+                    microbatches: int = 1):
   """Jitted (state, batch) -> (state, metrics); the state is donated.
 
   metrics: loss (mean over all real tokens), loss_per_source [S] (0 where the source has no
@@ -192,10 +263,11 @@ def make_train_step(cfg: ModelConfig, optimizer, mesh, num_sources: int = 2):
   Rows whose source is outside [0, S) count in `loss` only.
   """
   state_sh = state_shardings(cfg, optimizer, mesh)
-  jitted = jax.jit(step_fn(cfg, optimizer, mesh, num_sources),
+  jitted = jax.jit(step_fn(cfg, optimizer, mesh, num_sources, microbatches),
                    in_shardings=(state_sh, _batch_shardings(mesh)),
                    out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=(0,))
-  train_step = lambda state, batch: jitted(state, _select(batch))
+  run = distributed.synced(jitted, 'train')
+  train_step = lambda state, batch: run(state, _select(batch))
   train_step.jitted = jitted  # for .lower() / cost analysis
   return train_step
 
@@ -215,6 +287,7 @@ def make_eval_step(cfg: ModelConfig, mesh, num_sources: int = 2):
   jitted = jax.jit(eval_fn(cfg, mesh, num_sources),
                    in_shardings=(param_shardings(cfg, mesh), _batch_shardings(mesh)),
                    out_shardings=sharding.replicated(mesh))
-  eval_step = lambda params, batch: jitted(params, _select(batch))
+  run = distributed.synced(jitted, 'eval')
+  eval_step = lambda params, batch: run(params, _select(batch))
   eval_step.jitted = jitted
   return eval_step
