@@ -27,7 +27,7 @@ from mixlaw.errors import MixlawError, one_line  # noqa: E402  (stdlib only)
 # parallel over cores (MeshConfig.num_devices); set before JAX is imported; no effect on GPU/TPU.
 os.environ.update(hostenv.cpu_host_env(os.environ, os.cpu_count() or 1, hugetlb=False))
 
-GIN_COMMANDS = ("corpora", "data", "train", "sweep", "fit", "report", "demo")
+GIN_COMMANDS = ("corpora", "data", "train", "sweep", "fit", "report", "demo", "memory")
 TRAINING_COMMANDS = ("train", "sweep", "demo")
 
 
@@ -107,6 +107,7 @@ def cmd_sweep(args, gin_files, gin_bindings) -> int:
 
 def cmd_fit(args, gin_files, gin_bindings) -> int:
   from mixlaw import ginsetup, laws, sweep
+  hostenv.pin_to_cpu()  # The float64 fits run on the CPU whatever the default device is.
   ginsetup.setup(gin_files, gin_bindings)
   # Precedence: CLI flag > gin binding > WORKDIR/sweep.json's fit_options > the laws' default.
   flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(laws.FitOptions)
@@ -159,9 +160,15 @@ def cmd_demo(args, gin_files, gin_bindings) -> int:
   return 0
 
 
+def cmd_memory(args, gin_files, gin_bindings) -> int:
+  from mixlaw import memory
+  print(memory.main(gin_files, gin_bindings))
+  return 0
+
+
 COMMANDS = {"corpora": cmd_corpora, "data": cmd_data, "train": cmd_train, "sweep": cmd_sweep,
             "fit": cmd_fit, "predict": cmd_predict, "fit-form": cmd_fit_form,
-            "report": cmd_report, "demo": cmd_demo}
+            "report": cmd_report, "demo": cmd_demo, "memory": cmd_memory}
 
 
 def _option_value(field):
@@ -261,6 +268,9 @@ def build_parser(fit_flags: bool = True) -> argparse.ArgumentParser:
                                  "checked against, with sweep.json's)")
   r.add_argument("--workdir", required=True)
 
+  sub.add_parser("memory", help="per size: parameters, FLOPs per token and the per-device memory "
+                 "of the compiled train step (AOT, allocates nothing)", description=gin_note)
+
   m = sub.add_parser("demo", help="the main job: corpora -> sweep -> fits -> report",
                      description=f"{gin_note}, applied after the demo's experiment file")
   m.add_argument("--workdir", default="runs/demo")
@@ -302,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   t0 = time.time()
   try:
+    if args.command in TRAINING_COMMANDS:  # Multi-process JAX starts before any JAX call.
+      from mixlaw import distributed
+      distributed.start(gin_files, gin_bindings)
     rc = COMMANDS[args.command](args, gin_files, gin_bindings)
   except KeyboardInterrupt:
     print("mixlaw: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -29,7 +29,9 @@ import numpy as np
 
 from mixlaw import arrays
 from mixlaw import checkpoint
+from mixlaw import distributed
 from mixlaw import ensemble
+from mixlaw import metrics as metrics_lib
 from mixlaw import model as model_lib
 from mixlaw import optim
 from mixlaw import results
@@ -194,14 +196,14 @@ def prepare(specs: list[RunSpec], workdir: str, base_checkpoint: str | None = No
   cfg = model_lib.get_config(spec.size, vocab_size=vocab_size)
   steps = phase_steps(spec, data, vocab_size)
   enable_compilation_cache()
-  sharding.maybe_initialize_distributed(mesh_cfg.distributed)
+  distributed.initialize(mesh_cfg.distributed)  # A no-op when the CLI started it (it must).
   if mesh_cfg.num_devices > jax.device_count():
     raise RunError(f"MeshConfig.num_devices = {mesh_cfg.num_devices}, but there are only "
                    f"{jax.device_count()} devices")
   devices = jax.devices()[:mesh_cfg.num_devices] if mesh_cfg.num_devices else None
   mesh = sharding.make_mesh(mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor, devices)
   rows_over = mesh.shape["data"] * mesh.shape["fsdp"]
-  if jax.process_count() == 1 and phase.batch_size % rows_over:
+  if phase.batch_size % rows_over:
     raise RunError(f"{scope_of(spec.phase)}/PhaseConfig.batch_size = {phase.batch_size} must be a "
                    f"multiple of the mesh's data x fsdp = {rows_over} devices")
   warmup = phase.warmup_steps(steps)
@@ -223,11 +225,12 @@ class _Program:
 
   def __init__(self, s: Setup):
     self.s, self.stacked = s, s.k > 1
+    m = s.phase.microbatches
     if self.stacked:
-      self._train = ensemble.make_train_step(s.cfg, s.optimizer, s.mesh)
+      self._train = ensemble.make_train_step(s.cfg, s.optimizer, s.mesh, microbatches=m)
       self._eval = ensemble.make_eval_step(s.cfg, s.mesh)
     else:
-      self._train = train.make_train_step(s.cfg, s.optimizer, s.mesh)
+      self._train = train.make_train_step(s.cfg, s.optimizer, s.mesh, microbatches=m)
       self._eval = train.make_eval_step(s.cfg, s.mesh)
     self.alive = np.ones(s.k, bool)
 
@@ -249,10 +252,14 @@ class _Program:
     return train.state_from_params(params, s.optimizer, s.mesh, s.cfg)
 
   def batch(self, step: int):
-    batches = [smp.batch(step) for smp in self.s.samplers]
+    """Global batch `step`; this process reads only its rows of it."""
+    b = self.s.phase.batch_size
+    rows = sharding.process_rows(self.s.mesh, b)
+    batches = [smp.batch(step, rows) if isinstance(smp, arrays.MixtureSampler)
+               else {k: v[rows] for k, v in smp.batch(step).items()} for smp in self.s.samplers]
     if self.stacked:
-      return ensemble.shard_batch(ensemble.stack_batches(batches), self.s.mesh)
-    return sharding.shard_batch(batches[0], self.s.mesh)
+      return ensemble.shard_batch(ensemble.stack_batches(batches), self.s.mesh, b)
+    return sharding.shard_batch(batches[0], self.s.mesh, b)
 
   def step(self, state, batch):
     if self.stacked:
@@ -271,7 +278,8 @@ class _Program:
     for src, batches in enumerate(self.s.val_batches):
       tot = np.zeros((self.s.k, 2))
       for b in batches:
-        r = self._eval(params, sharding.shard_batch(b, self.s.mesh))
+        r = self._eval(params, sharding.shard_batch(sharding.local_rows(b, self.s.mesh),
+                                                    self.s.mesh, len(b["source"])))
         loss = np.asarray(r["loss_sum_per_source"]).reshape(self.s.k, -1)[:, :2].sum(1)
         toks = np.asarray(r["tokens_per_source"]).reshape(self.s.k, -1)[:, :2].sum(1)
         tot += np.stack([loss, toks], 1)
@@ -309,11 +317,15 @@ class RunLog:
                   "warmup_steps": s.warmup_steps} for sp in s.specs]
     self.own_bar = progress is None
     if self.own_bar:
-      from tqdm.auto import tqdm
       name = s.specs[0].run_id if s.k == 1 else f"{group_id(s.specs)} ({s.k} members)"
-      progress = tqdm(total=s.steps, initial=start, desc=name, unit="step", dynamic_ncols=True)
+      progress = metrics_lib.progress(s.steps, start, name)
     self.bar = progress
     self.info = [self._info(sp, start) for sp in s.specs]
+    for tb in self.tb:
+      metrics_lib.write_config(tb, gin.operative_config_str())
+    self.meter = metrics_lib.Meter(self.tb, self.tokens_per_step,
+                                   metrics_lib.flops_per_token(s.cfg, s.data.seq_len),
+                                   self.timers)
 
   def _info(self, spec, start) -> dict:
     s = self.s
@@ -328,7 +340,8 @@ class RunLog:
         "versions": versions(), "resumed_from": start,
         "group": group_id(s.specs) if s.k > 1 else None, "members": s.k,
     }
-    workdir_lib.write_run(self.workdir, spec.run_id, info, gin.operative_config_str())
+    if self.lead:
+      workdir_lib.write_run(self.workdir, spec.run_id, info, gin.operative_config_str())
     return info
 
   def _rows(self, rows):
@@ -368,6 +381,7 @@ class RunLog:
       dom = per[DOMAIN] if len(cnt) > 1 and cnt[DOMAIN] > 0 else float("nan")
       rows.append(self._row(i, step, "train", gen, dom))
     self._rows(rows)
+    self.meter.train(step, members, self.alive)
     if not self.alive.any():
       raise train.NonFiniteLossError(f"every member of {group_id(self.s.specs)} became "
                                      f"non-finite (last at step {step})")
@@ -381,8 +395,9 @@ class RunLog:
     self.info[i].update(state="failed", error=why)
     if step is not None:
       self.info[i]["step"] = step
-    workdir_lib.write_run(self.workdir, self.info[i]["run_id"], self.info[i])
-    print(f"mixlaw: {self.info[i]['run_id']}: {why}", file=sys.stderr)
+    if self.lead:
+      workdir_lib.write_run(self.workdir, self.info[i]["run_id"], self.info[i])
+      print(f"mixlaw: {self.info[i]['run_id']}: {why}", file=sys.stderr)
 
   def close(self) -> None:
     for tb in self.tb:
@@ -406,7 +421,8 @@ class RunLog:
           # Per member; an ensemble's summed throughput is this times its live members.
           "train_tokens_per_s": steady / t.step if t.step else 0.0,
       })
-      workdir_lib.write_run(self.workdir, info["run_id"], info, gin.operative_config_str())
+      if self.lead:
+        workdir_lib.write_run(self.workdir, info["run_id"], info, gin.operative_config_str())
     return self.info
 
 
@@ -439,18 +455,31 @@ def execute_group(specs: list[RunSpec], workdir: str, *, base_checkpoint: str | 
     prog.alive[:] = position.get("alive", [True] * s.k)
   else:  # (3)
     state = prog.initial_state()
-  for sp in specs:
-    results.truncate_run(workdir, sp.run_id, start if start else -1)
+  if distributed.is_lead():
+    dropped = sum(results.truncate_run(workdir, sp.run_id, start if start else -1) for sp in specs)
+    if start:
+      name = specs[0].run_id if len(specs) == 1 else group_id(specs)
+      print(f"resuming {name} at step {start}; dropped {dropped} rows after the checkpoint",
+            file=sys.stderr)
   log = RunLog(s, workdir, start, wallclock, prog.alive, progress)
   try:
     for i in np.flatnonzero(~prog.alive):
       log.fail(i, "non-finite before the checkpoint this run resumed from")
     _loop(s, prog, state, start, log, ckpt)
+  except train.NonFiniteLossError as e:  # Stopped for good: run.json says why (reruns skip it).
+    ckpt.wait()
+    for i in np.flatnonzero(prog.alive):
+      log.info[i].update(state="failed", error=str(e), step=ckpt.latest_step() or 0)
+      if log.lead:
+        workdir_lib.write_run(workdir, log.info[i]["run_id"], log.info[i])
+    raise
   finally:
     ckpt.wait()
     ckpt.close()
     log.close()
-  return log.finish(start)
+  out = log.finish(start)
+  distributed.barrier(f"mixlaw-done-{s.ckpt_dir}")  # Its files are written before any reads.
+  return out
 
 
 def _loop(s: Setup, prog: _Program, state, start: int, log: RunLog, ckpt) -> None:
@@ -472,8 +501,11 @@ def _loop(s: Setup, prog: _Program, state, start: int, log: RunLog, ckpt) -> Non
   if start == 0:
     run_eval(0)
   pending = None
+  profiler = metrics_lib.Profiler(  # Traces go to the run's (or ensemble's) tb/ folder.
+      os.path.join(os.path.dirname(s.ckpt_dir), workdir_lib.TENSORBOARD))
   t_run = time.perf_counter()
   for step in range(start + 1, s.steps + 1):
+    profiler.at(step)
     t = time.perf_counter()
     batch = prog.batch(step - 1)
     timers.data += time.perf_counter() - t
@@ -509,11 +541,15 @@ def _loop(s: Setup, prog: _Program, state, start: int, log: RunLog, ckpt) -> Non
                               "alive": [bool(a) for a in prog.alive]})
       timers.ckpt += time.perf_counter() - t
   log.wallclock += time.perf_counter() - t_run
+  profiler.stop()
 
 
 @jax.jit
 def _all_finite(tree) -> jax.Array:
   return jax.tree.reduce(lambda a, x: a & jax.numpy.isfinite(x).all(), tree, True)
+
+
+_all_finite = distributed.synced(_all_finite, "all_finite")  # A collective: see `synced`.
 
 
 def reset(workdir: str, spec: RunSpec) -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import gin
 
 from mixlaw import config
+from mixlaw import distributed
 from mixlaw import ensemble
+from mixlaw import metrics
 from mixlaw import model as model_lib
 from mixlaw import run as run_lib
 from mixlaw import workdir as workdir_lib
@@ -124,9 +126,10 @@ def execute(workdir: str, *, fresh: bool = False, show_progress: bool = True,
     raise config.RunError(f"phase must be 'all', 'base' or 'cpt', got {phase!r}")
   specs = plan()
   data = config.DataConfig()
-  if fresh:
+  if fresh and distributed.is_lead():
     for s in specs:
       run_lib.reset(workdir, s)
+  distributed.barrier("mixlaw-sweep-start")  # Nothing is read before process 0 has reset.
   if data.backend == "seqio":
     from mixlaw import data as data_lib
     vocab_size = data_lib.vocab_size(data.vocab_name, data.data_dir)
@@ -136,21 +139,20 @@ def execute(workdir: str, *, fresh: bool = False, show_progress: bool = True,
   steps = {s.run_id: config.phase_steps(s, data, vocab_size) for s in specs}
   units = [g for g in groups(specs, workdir, vocab_size, data)
            if phase == "all" or g[0].phase == phase]
-  workdir_lib.write_sweep(workdir, {
-      "runs": [s.run_id for s in specs], "steps": steps,
-      "groups": [[s.run_id for s in g] for g in units],
-      "ensemble": specs.ensemble, "max_members": specs.max_members,
-      "member_loop": ensemble.member_loop() if specs.ensemble else None,
-      "base_workdir": specs.base_workdir, "data_orders": data_orders(specs),
-      workdir_lib.FIT_OPTIONS: fit_options(), "config": gin.config_str()})
+  if distributed.is_lead():  # One writer per workdir file (multi-process runs).
+    workdir_lib.write_sweep(workdir, {
+        "runs": [s.run_id for s in specs], "steps": steps,
+        "groups": [[s.run_id for s in g] for g in units],
+        "ensemble": specs.ensemble, "max_members": specs.max_members,
+        "member_loop": ensemble.member_loop() if specs.ensemble else None,
+        "base_workdir": specs.base_workdir, "data_orders": data_orders(specs),
+        workdir_lib.FIT_OPTIONS: fit_options(), "config": gin.config_str()})
   todo = [s for g in units for s in g]
   states = {s.run_id: run_lib.read_status(workdir, s) for s in todo}
   done = sum(steps[k] if st["state"] in ("done", "failed") else st.get("step", 0)
              for k, st in states.items())
-  from tqdm.auto import tqdm
-  bar = tqdm(total=sum(steps[s.run_id] for s in todo), initial=done, unit="run-step",
-             dynamic_ncols=True,
-             disable=not show_progress)
+  bar = metrics.progress(sum(steps[s.run_id] for s in todo), done, unit="run-step",
+                         disable=not show_progress)
   summaries = []
   try:
     for i, g in enumerate(units):

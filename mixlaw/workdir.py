@@ -21,6 +21,8 @@ import hashlib
 import json
 import os
 import re
+import socket
+import uuid
 
 from mixlaw.errors import MixlawError
 
@@ -46,7 +48,8 @@ class WorkdirError(MixlawError, ValueError):
 def atomic_write(path: str, data: str | bytes, *, fsync: bool = False) -> None:
   """Writes `data` to `path` through a temporary file and os.replace: a reader (or a kill)
   sees the old file or the new one, never a part. `fsync`: durable before the replace."""
-  tmp = f"{path}.tmp{os.getpid()}"
+  # Unique across hosts sharing a filesystem (a pid alone repeats on other hosts).
+  tmp = f"{path}.tmp.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
   binary = isinstance(data, bytes)
   with open(tmp, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
     f.write(data)
