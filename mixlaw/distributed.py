@@ -93,12 +93,13 @@ def barrier(name: str) -> None:
 def synced(jitted, name: str):
   """`jitted` compiled ahead of its first call per input structure, and run only once every
   process has compiled it. A collective's first use must find all processes within 30 s (gloo
-  on CPU), and one process may compile for minutes longer than another. One process: jitted."""
-  if jax.process_count() == 1:
-    return jitted
+  on CPU), and one process may compile for minutes longer than another. With one process it
+  calls jitted (decided at the call: wrapping starts no backend)."""
   compiled = {}
 
   def call(*args):
+    if jax.process_count() == 1:
+      return jitted(*args)
     key = str(jax.tree.map(lambda x: (jax.typeof(x), getattr(x, 'sharding', None)), args))
     if key not in compiled:
       compiled[key] = jitted.lower(*args).compile()
