@@ -180,7 +180,8 @@ def _domain_mask(cols, split, phase, domain):
   sel = (split == 'validation') & (phase == 'cpt')
   names = sorted(set(dom_col[sel]))
   if domain is None and len(names) > 1:
-    raise FitError(f'the table holds several domains {names}; pass domain= to choose one')
+    raise FitError(f'the table holds several domains ({", ".join(map(str, names))}); choose '
+                   'one with --domain NAME (FitOptions.domain)')
   domain = domain if domain is not None else (names[0] if names else None)
   return dom_col == domain, domain
 
@@ -209,18 +210,7 @@ def load(table: Any, opts: FitOptions | None = None, min_points: int = MIN_POINT
                    + '; the laws need the CPT runs\' validation losses')
   tok, ratio = _floats(cols, 'tokens_seen'), _floats(cols, 'ratio')
   gen, dom = _floats(cols, 'general_loss'), _floats(cols, 'domain_loss')
-  for name, a in (('tokens_seen', tok), ('ratio', ratio), ('general_loss', gen),
-                  ('domain_loss', dom)):
-    bad = cpt & ~np.isfinite(a)
-    if bad.any():
-      i = int(np.flatnonzero(bad)[0])
-      step = cols['step'][i] if 'step' in cols else '?'
-      raise FitError(f'{int(bad.sum())} CPT validation row(s) have non-finite {name} (first: '
-                     f'run {cols["run_id"][i]!s}, step {step}); drop or fix them')
-  if np.any(cpt & ((ratio < 0) | (ratio > 1))):
-    raise FitError('ratio must lie in [0, 1] (the domain share of CPT tokens)')
-  if np.any(cpt & (tok < 0)):
-    raise FitError('tokens_seen must be >= 0')
+  _check_cpt(cols, cpt, tok, ratio, gen, dom)
   if tokens_per_unit == 'auto':
     unit = float(tok[cpt].max()) / 100.0
   else:
@@ -246,6 +236,22 @@ def load(table: Any, opts: FitOptions | None = None, min_points: int = MIN_POINT
       break
   sizes.sort(key=lambda s: (s.n if np.isfinite(s.n) else np.inf, s.name))
   return Sweep(sizes, unit, domain, used)
+
+
+def _check_cpt(cols, cpt, tok, ratio, gen, dom):
+  """FitError unless every CPT validation row has finite values, R in [0, 1], tokens >= 0."""
+  for name, a in (('tokens_seen', tok), ('ratio', ratio), ('general_loss', gen),
+                  ('domain_loss', dom)):
+    bad = cpt & ~np.isfinite(a)
+    if bad.any():
+      i = int(np.flatnonzero(bad)[0])
+      step = cols['step'][i] if 'step' in cols else '?'
+      raise FitError(f'{int(bad.sum())} CPT validation row(s) have non-finite {name} (first: '
+                     f'run {cols["run_id"][i]!s}, step {step}); drop or fix them')
+  if np.any(cpt & ((ratio < 0) | (ratio > 1))):
+    raise FitError('ratio must lie in [0, 1] (the domain share of CPT tokens)')
+  if np.any(cpt & (tok < 0)):
+    raise FitError('tokens_seen must be >= 0')
 
 
 def _size(ctx, sname, size_name) -> Size:

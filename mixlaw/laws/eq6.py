@@ -217,16 +217,21 @@ def fit_eq6(data: Data, opts: FitOptions) -> Eq6:
                       for i in range(len(sweep.sizes))])
   m = np.array([np.mean([r.t_N.size for r in c.runs]) for c in data.curves])
   block = np.array([noise.block_length(rho_S[s], int(mm)) for s, mm in zip(data.size_of, m)])
+  return Eq6(params, two, res, sigma, delta, rho_S, block, fit_vals, run_vals,
+             _all_flags(data, res, two, params, sigma), turn, late)
+
+
+def _all_flags(data, res, two, params, sigma) -> dict:
+  """which -> per curve the reasons its chosen fit should not be trusted blindly (_flags)."""
   flags = {'general': [], 'domain': []}
   for j, c in enumerate(data.curves):
-    grid = np.geomspace(c.t_N.min(), sweep.sizes[data.size_of[j]].t_max, N_GRID)
+    grid = np.geomspace(c.t_N.min(), data.sweep.sizes[data.size_of[j]].t_max, N_GRID)
     for k, key, form in (('general', 'general2' if two[j] else 'general1',
                           'eq6_gen' if two[j] else 'power'), ('domain', 'domain', 'eq6_dom')):
       y = getattr(c, 'gen_N' if k == 'general' else 'dom_N')
       flags[k].append(_flags(res[key], j, forms_lib.get_form(form), y,
                              cmr_lib.eq6_at(k, params[k][j], grid), sigma[k][j]))
-  return Eq6(params, two, res, sigma, delta, rho_S, block, fit_vals, run_vals, flags, turn,
-             late)
+  return flags
 
 
 def _run_fits(data, res, delta, fitted) -> dict:

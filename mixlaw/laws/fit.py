@@ -281,145 +281,197 @@ def _project(f0, cols_LxN, m_L, amp, y_N, w_N):
   return jnp.where(ok, c, jnp.nan)
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class Solved:
+  """What the jitted solver returns per curve (a leading C axis after vmap)."""
+  vals: jax.Array  # P parameter values.
+  objective: jax.Array  # in the data's units.
+  mse: jax.Array
+  r2: jax.Array
+  status: jax.Array  # lbfgs status of the polish.
+  ok: jax.Array  # finite objective and parameters.
+  n_it: jax.Array  # polish iterations.
+  at_bound: jax.Array  # P
+  lo: jax.Array  # P: the box each parameter was held to.
+  hi: jax.Array
+  delta: jax.Array  # the Huber delta used, data units (inf: least squares).
+  sigma: jax.Array  # the range check's residual scale, data units.
+  off: jax.Array  # in-sample predictions off the data's range.
+  worse: jax.Array  # objective above the least-squares start's.
+  ranges: jax.Array  # 4: data lo, hi; fit lo, hi (residual space).
+
+
+class _Curve:
+  """One curve's prediction, residuals and objectives in optimiser coordinates q (z of the
+  non-linear parameters, u of the linear ones), residuals divided by the curve's spread;
+  built from traced arrays inside the jitted solver."""
+
+  def __init__(self, form, xs, y, w, lo_P, hi_P, amp_bound):
+    self.form, self.xs, self.y, self.w, self.lo_P, self.hi_P = form, xs, y, w, lo_P, hi_P
+    self.lin = _lin_index(form)
+    self.nl = np.setdiff1d(np.arange(len(form.params)), self.lin)
+    self.t = jnp.log(y) if form.space == 'log' else y
+    self.sw = jnp.sum(w)
+    mean = jnp.sum(w * self.t) / self.sw
+    scale = jnp.sqrt(jnp.sum(w * (self.t - mean) ** 2) / self.sw)
+    self.scale = jnp.where(scale > 0, scale, 1.0)
+    ymax = jnp.max(jnp.where(w > 0, jnp.abs(y), 0.0))
+    self.amp = amp_bound * jnp.where(ymax > 0, ymax, 1.0)
+
+  def linear(self, vals):
+    """f0, columns and term magnitudes m_L at these non-linear values."""
+    f0, cols = _parts(self.form, vals, self.xs)
+    m = jnp.max(jnp.where(self.w > 0, jnp.abs(cols), 0.0), axis=1)
+    return f0, cols, jnp.where(m > 0, m, 1.0)
+
+  def pred_q(self, q):
+    """(prediction, parameter values) from optimiser coordinates."""
+    vals = _nl_values(self.form, q, self.lo_P, self.hi_P)
+    if not self.lin.size:
+      return self.form.fn(dict(zip(self.form.params, vals)), self.xs), vals
+    f0, cols, m = self.linear(vals)
+    c = self.amp * jnp.tanh(q[self.lin]) / m
+    return f0 + c @ cols, vals.at[self.lin].set(c)
+
+  def res_of(self, pred):
+    r = jnp.log(pred) - jnp.log(self.y) if self.form.space == 'log' else pred - self.y
+    return jnp.where(self.w > 0, r / self.scale, 0.0)
+
+  def objective(self, q, dn):
+    """The summed Huber objective (normalised units)."""
+    v = jnp.sum(self.w * huber(self.res_of(self.pred_q(q)[0]), dn))
+    return jnp.where(jnp.isfinite(v), v, jnp.inf)
+
+  def lsq(self, q):
+    """Least squares: smooth, for the basin search."""
+    v = 0.5 * jnp.sum(self.w * self.res_of(self.pred_q(q)[0]) ** 2)
+    return jnp.where(jnp.isfinite(v), v, jnp.inf)
+
+  def solve_lin(self, q_nl):
+    """Box-constrained least squares: full q with u of the linear parameters."""
+    q = jnp.zeros(len(self.form.params), q_nl.dtype).at[self.nl].set(q_nl)
+    f0, cols, m = self.linear(_nl_values(self.form, q, self.lo_P, self.hi_P))
+    c = _project(f0, cols, m, self.amp, self.y, self.w)
+    frac = jnp.clip(c * m / self.amp, -1 + 1e-15, 1 - 1e-15)
+    return q.at[self.lin].set(jnp.arctanh(frac)), c, f0, cols, m
+
+  def phi(self, q_nl):
+    """Projected least squares; gradient by Danskin (amplitudes held)."""
+    _, c, f0, cols, m = self.solve_lin(q_nl)
+    a = jax.lax.stop_gradient(c * m)
+    v = 0.5 * jnp.sum(self.w * self.res_of(f0 + (a / m) @ cols) ** 2)
+    return jnp.where(jnp.isfinite(v), v, jnp.inf)
+
+
+def _search(cv: _Curve, q0_SxP, iters, scan_KxQ, use_scan):
+  """Phase 1, every start: least squares by L-BFGS (non-linear parameters only where the
+  linear ones can be projected out), plus the best point of the projected scan; S x P."""
+  lin, nl = cv.lin, cv.nl
+  if lin.size and nl.size:
+    phi_K = jax.vmap(cv.phi)(scan_KxQ)
+    scan = scan_KxQ[jnp.argmin(jnp.where(jnp.isfinite(phi_K), phi_K, jnp.inf))]
+    starts = jnp.concatenate([q0_SxP[:, nl], jnp.where(use_scan, scan, q0_SxP[0, nl])[None]])
+    th_SxQ = jax.vmap(
+        lambda q: lbfgs.minimize(cv.phi, q, iters[0], *SEARCH_TOL, LS_STEPS[0])[0])(starts)
+    return jax.vmap(lambda q: cv.solve_lin(q)[0])(th_SxQ)
+  if lin.size:
+    return jax.vmap(lambda q: cv.solve_lin(q[nl])[0])(q0_SxP[:1])
+  return jax.vmap(
+      lambda q: lbfgs.minimize(cv.lsq, q, iters[0], *SEARCH_TOL, LS_STEPS[0])[0])(q0_SxP)
+
+
+def _scales(cv: _Curve, q_SxP, delta, noise_c):
+  """From the least-squares best start: the Huber delta dn (normalised units; noise_c > 0:
+  noise_c x its robust noise scale) and the range check's sigma; with its value f_ls."""
+  ls_S = jax.vmap(cv.lsq)(q_SxP)
+  ls_S = jnp.where(jnp.isfinite(ls_S), ls_S, jnp.inf)
+  i_ls = jnp.argmin(ls_S)
+  dof = cv.sw - len(cv.form.params)
+  r_ls = cv.res_of(cv.pred_q(q_SxP[i_ls])[0])
+  sig_mad = 1.4826 * _wmedian(jnp.abs(r_ls), cv.w) * jnp.sqrt(cv.sw / jnp.maximum(dof, 1.0))
+  robust = (dof >= NOISE_MIN_DOF) & (sig_mad > 1e-9) & jnp.isfinite(sig_mad)
+  dn = jnp.where(noise_c > 0, jnp.where(robust, noise_c * sig_mad, jnp.inf), delta / cv.scale)
+  sig_ls = jnp.sqrt(2.0 * ls_S[i_ls] / jnp.maximum(dof, 1.0))
+  sigma = jnp.clip(jnp.where(jnp.isfinite(sig_ls), sig_ls, 1.0), SIGMA_FLOOR, 1.0)
+  return dn, sigma, i_ls, dof
+
+
+def _polish(cv: _Curve, best, dn, iters, dof):
+  """Phase 2, the best start: every parameter, the exact objective, L-BFGS in
+  Gauss-Newton-whitened coordinates, re-whitened where it stands every POLISH_CHUNK
+  iterations, and once more after a failed line search. Returns (q, f, status, n_it)."""
+  fun = lambda q: cv.objective(q, dn)
+  best = jnp.where(jnp.isfinite(best), best, 0.0)
+  rtol = RTOL / jnp.sqrt(jnp.maximum(dof, 1.0))
+
+  def round_cond(c):
+    return (((c[2] == RUNNING) | ((c[2] == LS_FAILED) & (c[4] < 2)))
+            & (c[3] < iters[1]))
+
+  def round_body(c):
+    q, _, _, n, fails = c
+    fz, to_q = lbfgs.preconditioned(fun, lambda q: cv.res_of(cv.pred_q(q)[0]), q)
+    z, f, st, m = lbfgs.minimize(fz, jnp.zeros_like(q), jnp.minimum(POLISH_CHUNK, iters[1] - n),
+                                 rtol=rtol)
+    return to_q(z), f, st, n + m, jnp.where(st == LS_FAILED, fails + 1, 0)
+
+  c0 = (best, fun(best), jnp.int32(RUNNING), jnp.int32(0), jnp.int32(0))
+  q, f, status, n_it, _ = jax.lax.while_loop(round_cond, round_body, c0)
+  return q, f, status, n_it
+
+
+def _solved(cv: _Curve, q, f, status, n_it, dn, sigma, f_ls) -> Solved:
+  """The statistics of the final q in loss space, its bounds and its range check."""
+  form, w, y, sw = cv.form, cv.w, cv.y, cv.sw
+  pred, vals = cv.pred_q(q)
+  # Where each parameter stands in its box; the amplitude box is per curve.
+  frac = jax.nn.sigmoid(q)
+  at = (frac <= AT_BOUND) | (frac >= 1 - AT_BOUND)
+  lo = jnp.where(_is_log(form), jnp.exp(cv.lo_P), cv.lo_P)
+  hi = jnp.where(_is_log(form), jnp.exp(cv.hi_P), cv.hi_P)
+  if cv.lin.size:
+    m = cv.linear(vals)[2]
+    at = at.at[cv.lin].set(jnp.abs(jnp.tanh(q[cv.lin])) >= 1 - 2 * AT_BOUND)  # box: 2 amp / m
+    lo, hi = lo.at[cv.lin].set(-cv.amp / m), hi.at[cv.lin].set(cv.amp / m)
+  r = jnp.where(w > 0, pred - y, 0.0)
+  ybar = jnp.sum(w * y) / sw
+  sse = jnp.sum(w * r ** 2)
+  sst = jnp.sum(w * (y - ybar) ** 2)
+  r2 = jnp.where(sst > 0, 1.0 - sse / sst, jnp.where(sse == 0, 1.0, -jnp.inf))
+  ok = jnp.isfinite(f) & jnp.all(jnp.isfinite(vals))
+  # Range check in residual space: in-sample predictions against the data's range.
+  used = w > 0
+  tp = jnp.log(jnp.where(pred > 0, pred, jnp.nan)) if form.space == 'log' else pred
+  ranges = jnp.stack([jnp.min(jnp.where(used, cv.t, jnp.inf)),
+                      jnp.max(jnp.where(used, cv.t, -jnp.inf)),
+                      jnp.min(jnp.where(used, tp, jnp.inf)),
+                      jnp.max(jnp.where(used, tp, -jnp.inf))])  # data lo, hi; fit lo, hi.
+  margin = OFF_RANGE_K * sigma * cv.scale
+  off = ~((ranges[2] >= ranges[0] - margin) & (ranges[3] <= ranges[1] + margin))
+  worse = f > f_ls * (1 + 1e-6)
+  return Solved(vals, f * cv.scale ** 2, sse / sw, r2, status, ok, n_it, at, lo, hi,
+                dn * cv.scale, sigma * cv.scale, off, worse, ranges)
+
+
 @functools.lru_cache(maxsize=None)
 def _solver(name: str):
   """Jitted (q0_CxSxP, xs{C x N}, y_CxN, w_CxN, delta_C, noise_c_C, iters_2, lo_P, hi_P,
-  amp_bound, scan_KxQ, use_scan) -> fitted C-arrays (see the return line). q: optimiser
-  coordinates (z of the non-linear parameters, u of the linear). delta: a fixed Huber delta
-  (inf: least squares), used where noise_c is 0; noise_c > 0: delta = noise_c x the robust
-  noise scale of the least-squares best start's residuals."""
+  amp_bound, scan_KxQ, use_scan) -> Solved (C-leading). q: optimiser coordinates (z of the
+  non-linear parameters, u of the linear). delta: a fixed Huber delta (inf: least squares),
+  used where noise_c is 0; noise_c > 0: delta = noise_c x the robust noise scale of the
+  least-squares best start's residuals."""
   form = forms_lib.get_form(name)
-  lin = _lin_index(form)
-  nl = np.setdiff1d(np.arange(len(form.params)), lin)
-  n_par = len(form.params)
 
   def one_curve(q0_SxP, xs, y, w, delta, noise_c, iters, lo_P, hi_P, amp_bound, scan_KxQ,
                 use_scan):
-    t = jnp.log(y) if form.space == 'log' else y
-    sw = jnp.sum(w)
-    mean = jnp.sum(w * t) / sw
-    scale = jnp.sqrt(jnp.sum(w * (t - mean) ** 2) / sw)
-    scale = jnp.where(scale > 0, scale, 1.0)
-    ymax = jnp.max(jnp.where(w > 0, jnp.abs(y), 0.0))
-    amp = amp_bound * jnp.where(ymax > 0, ymax, 1.0)
-
-    def linear(vals):  # f0, columns and term magnitudes m_L at these non-linear values.
-      f0, cols = _parts(form, vals, xs)
-      m = jnp.max(jnp.where(w > 0, jnp.abs(cols), 0.0), axis=1)
-      return f0, cols, jnp.where(m > 0, m, 1.0)
-
-    def pred_q(q):  # prediction from optimiser coordinates.
-      vals = _nl_values(form, q, lo_P, hi_P)
-      if not lin.size:
-        return form.fn(dict(zip(form.params, vals)), xs), vals
-      f0, cols, m = linear(vals)
-      c = amp * jnp.tanh(q[lin]) / m
-      return f0 + c @ cols, vals.at[lin].set(c)
-
-    def res_of(pred):
-      r = jnp.log(pred) - jnp.log(y) if form.space == 'log' else pred - y
-      return jnp.where(w > 0, r / scale, 0.0)
-
-    def objective(q, dn):  # the summed Huber objective (normalised units).
-      v = jnp.sum(w * huber(res_of(pred_q(q)[0]), dn))
-      return jnp.where(jnp.isfinite(v), v, jnp.inf)
-
-    def lsq(q):  # least squares: smooth, for the basin search.
-      v = 0.5 * jnp.sum(w * res_of(pred_q(q)[0]) ** 2)
-      return jnp.where(jnp.isfinite(v), v, jnp.inf)
-
-    def solve_lin(q_nl):  # box-constrained least squares: full q with u of the linear params.
-      q = jnp.zeros(n_par, q_nl.dtype).at[nl].set(q_nl)
-      f0, cols, m = linear(_nl_values(form, q, lo_P, hi_P))
-      c = _project(f0, cols, m, amp, y, w)
-      frac = jnp.clip(c * m / amp, -1 + 1e-15, 1 - 1e-15)
-      return q.at[lin].set(jnp.arctanh(frac)), c, f0, cols, m
-
-    def phi(q_nl):  # projected least squares; gradient by Danskin (amplitudes held).
-      _, c, f0, cols, m = solve_lin(q_nl)
-      a = jax.lax.stop_gradient(c * m)
-      v = 0.5 * jnp.sum(w * res_of(f0 + (a / m) @ cols) ** 2)
-      return jnp.where(jnp.isfinite(v), v, jnp.inf)
-
-    # Phase 1, every start: least squares by L-BFGS (non-linear parameters only where the
-    # linear ones can be projected out), plus the best point of the projected scan.
-    if lin.size and nl.size:
-      phi_K = jax.vmap(phi)(scan_KxQ)
-      scan = scan_KxQ[jnp.argmin(jnp.where(jnp.isfinite(phi_K), phi_K, jnp.inf))]
-      starts = jnp.concatenate([q0_SxP[:, nl], jnp.where(use_scan, scan, q0_SxP[0, nl])[None]])
-      th_SxQ = jax.vmap(
-          lambda q: lbfgs.minimize(phi, q, iters[0], *SEARCH_TOL, LS_STEPS[0])[0])(starts)
-      q_SxP = jax.vmap(lambda q: solve_lin(q)[0])(th_SxQ)
-    elif lin.size:
-      q_SxP = jax.vmap(lambda q: solve_lin(q[nl])[0])(q0_SxP[:1])
-    else:
-      q_SxP = jax.vmap(
-          lambda q: lbfgs.minimize(lsq, q, iters[0], *SEARCH_TOL, LS_STEPS[0])[0])(q0_SxP)
-    # The least-squares best start: residual scale (range check) and noise scale (delta).
-    ls_S = jax.vmap(lsq)(q_SxP)
-    ls_S = jnp.where(jnp.isfinite(ls_S), ls_S, jnp.inf)
-    i_ls = jnp.argmin(ls_S)
-    dof = sw - n_par
-    r_ls = res_of(pred_q(q_SxP[i_ls])[0])
-    sig_mad = 1.4826 * _wmedian(jnp.abs(r_ls), w) * jnp.sqrt(sw / jnp.maximum(dof, 1.0))
-    robust = (dof >= NOISE_MIN_DOF) & (sig_mad > 1e-9) & jnp.isfinite(sig_mad)
-    dn = jnp.where(noise_c > 0, jnp.where(robust, noise_c * sig_mad, jnp.inf), delta / scale)
-    sig_ls = jnp.sqrt(2.0 * ls_S[i_ls] / jnp.maximum(dof, 1.0))
-    sigma = jnp.clip(jnp.where(jnp.isfinite(sig_ls), sig_ls, 1.0), SIGMA_FLOOR, 1.0)
-    fun = lambda q: objective(q, dn)
-    f_S = jax.vmap(fun)(q_SxP)
+    cv = _Curve(form, xs, y, w, lo_P, hi_P, amp_bound)
+    q_SxP = _search(cv, q0_SxP, iters, scan_KxQ, use_scan)
+    dn, sigma, i_ls, dof = _scales(cv, q_SxP, delta, noise_c)
+    f_S = jax.vmap(lambda q: cv.objective(q, dn))(q_SxP)
     f_S = jnp.where(jnp.isfinite(f_S), f_S, jnp.inf)
-    best = q_SxP[jnp.argmin(f_S)]
-    # Phase 2, the best start: every parameter, the exact objective, L-BFGS in
-    # Gauss-Newton-whitened coordinates, re-whitened where it stands every POLISH_CHUNK
-    # iterations, and once more after a failed line search.
-    best = jnp.where(jnp.isfinite(best), best, 0.0)
-    rtol = RTOL / jnp.sqrt(jnp.maximum(dof, 1.0))
-
-    def round_cond(c):
-      return (((c[2] == RUNNING) | ((c[2] == LS_FAILED) & (c[4] < 2)))
-              & (c[3] < iters[1]))
-
-    def round_body(c):
-      q, _, _, n, fails = c
-      fz, to_q = lbfgs.preconditioned(fun, lambda q: res_of(pred_q(q)[0]), q)
-      z, f, st, m = lbfgs.minimize(fz, jnp.zeros_like(q),
-                                   jnp.minimum(POLISH_CHUNK, iters[1] - n),
-                                   rtol=rtol)
-      return to_q(z), f, st, n + m, jnp.where(st == LS_FAILED, fails + 1, 0)
-
-    c0 = (best, fun(best), jnp.int32(RUNNING), jnp.int32(0), jnp.int32(0))
-    q, f, status, n_it, _ = jax.lax.while_loop(round_cond, round_body, c0)
-    pred, vals = pred_q(q)
-    # Where each parameter stands in its box; the amplitude box is per curve.
-    frac = jax.nn.sigmoid(q)
-    at_nl = (frac <= AT_BOUND) | (frac >= 1 - AT_BOUND)
-    lo = jnp.where(_is_log(form), jnp.exp(lo_P), lo_P)
-    hi = jnp.where(_is_log(form), jnp.exp(hi_P), hi_P)
-    at = at_nl
-    if lin.size:
-      m = linear(vals)[2]
-      at = at.at[lin].set(jnp.abs(jnp.tanh(q[lin])) >= 1 - 2 * AT_BOUND)  # box: 2 amp / m
-      lo, hi = lo.at[lin].set(-amp / m), hi.at[lin].set(amp / m)
-    # Statistics in loss space.
-    r = jnp.where(w > 0, pred - y, 0.0)
-    ybar = jnp.sum(w * y) / sw
-    sse = jnp.sum(w * r ** 2)
-    sst = jnp.sum(w * (y - ybar) ** 2)
-    r2 = jnp.where(sst > 0, 1.0 - sse / sst, jnp.where(sse == 0, 1.0, -jnp.inf))
-    ok = jnp.isfinite(f) & jnp.all(jnp.isfinite(vals))
-    # Range check in residual space: in-sample predictions against the data's range.
-    used = w > 0
-    tp = jnp.log(jnp.where(pred > 0, pred, jnp.nan)) if form.space == 'log' else pred
-    ranges = jnp.stack([jnp.min(jnp.where(used, t, jnp.inf)),
-                        jnp.max(jnp.where(used, t, -jnp.inf)),
-                        jnp.min(jnp.where(used, tp, jnp.inf)),
-                        jnp.max(jnp.where(used, tp, -jnp.inf))])  # data lo, hi; fit lo, hi.
-    margin = OFF_RANGE_K * sigma * scale
-    off = ~((ranges[2] >= ranges[0] - margin) & (ranges[3] <= ranges[1] + margin))
-    worse = f > f_S[i_ls] * (1 + 1e-6)
-    return (vals, f * scale ** 2, sse / sw, r2, status, ok, n_it, at, lo, hi, dn * scale,
-            sigma * scale, off, worse, ranges)
+    q, f, status, n_it = _polish(cv, q_SxP[jnp.argmin(f_S)], dn, iters, dof)
+    return _solved(cv, q, f, status, n_it, dn, sigma, f_S[i_ls])
 
   return jax.jit(jax.vmap(one_curve, in_axes=(0, 0, 0, 0, 0, 0) + (None,) * 6))
 
@@ -519,6 +571,26 @@ def fit_curves(form, variables: Mapping[str, np.ndarray], y_CxN, w_CxN=None, *,
   box of those parameters (e.g. when a variable's unit is rescaled).
   """
   form = forms_lib.get_form(form) if isinstance(form, str) else form
+  y, w, xs, n_C = _checked(form, variables, y_CxN, w_CxN, what)
+  delta_C, noise_c_C = _resolve_delta(form, huber_delta, huber_c, y.shape[0])
+  lo_P, hi_P = _box(form, bounds)
+  q0 = _starts(form, init_CxSxP, n_starts, lo_P, hi_P, y.shape[0], safe_starts)
+  if max_iter is None:
+    max_iter = MAX_ITER if _lin_index(form).size else MAX_ITER_FULL
+  o = _solve(form, q0, xs, y, w, delta_C, noise_c_C, (max_iter, polish_iter), lo_P, hi_P,
+             safe_starts, pad)
+  vals, at, lo, hi = _canonical(form, o.vals.astype(np.float64), o.at_bound.astype(bool), o.lo,
+                                o.hi)
+  conv = np.isin(o.status, (CONV_GRAD, CONV_DECREASE)) & o.ok & ~o.off & ~o.worse
+  flags = tuple(_reasons(*a, form.space == 'log')
+                for a in zip(o.status, o.ok, o.off, o.worse, o.ranges, o.sigma, o.n_it))
+  return FitResult(form.name, form.params, vals, o.objective, o.mse, o.r2, conv,
+                   n_C.astype(int), o.n_it.astype(int), at, lo, hi, o.delta, o.sigma,
+                   o.off.astype(bool), flags)
+
+
+def _checked(form, variables, y_CxN, w_CxN, what):
+  """(y_CxN, w_CxN, xs{variable: C x N}, points per curve) as float64, or FitError."""
   y = np.asarray(y_CxN, np.float64)
   if y.ndim != 2:
     raise FitError(f'{form.name}: targets must be C x N, got shape {y.shape}')
@@ -547,18 +619,28 @@ def fit_curves(form, variables: Mapping[str, np.ndarray], y_CxN, w_CxN=None, *,
     raise FitError(f'{form.name}: {what} {int(few[0])} has {int(n_C[few[0]])} point(s) but the '
                    f'form has {len(form.params)} parameters {form.params}; need at least '
                    f'{len(form.params)}')
-  delta_C, noise_c_C = _resolve_delta(form, huber_delta, huber_c, y.shape[0])
-  lo_P, hi_P = _box(form, bounds)
+  return y, w, xs, n_C
+
+
+def _starts(form, init_CxSxP, n_starts, lo_P, hi_P, c, safe_starts):
+  """C x S x P starts in optimiser space: the grid, or the caller's (plus the grid's centre
+  where the form has no linear parameters and safe_starts)."""
   if init_CxSxP is None:
     st = start_grid(form, n_starts)
-    q0 = np.broadcast_to(_to_z(form, st, lo_P, hi_P), (y.shape[0],) + st.shape)
-  else:
-    init = np.asarray(init_CxSxP, np.float64)
-    q0 = _to_z(form, init.reshape((y.shape[0], -1, len(form.params))), lo_P, hi_P, START_CLIP)
-    if safe_starts and not _lin_index(form).size:  # (with linear parameters: the scan.)
-      centre = _to_z(form, start_grid(form, 1), lo_P, hi_P)
-      q0 = np.concatenate([q0, np.broadcast_to(centre, (y.shape[0],) + centre.shape)], 1)
-  # Pad to bucketed shapes (fewer compilations); padding gets harmless values and weight 0.
+    return np.broadcast_to(_to_z(form, st, lo_P, hi_P), (c,) + st.shape)
+  init = np.asarray(init_CxSxP, np.float64)
+  q0 = _to_z(form, init.reshape((c, -1, len(form.params))), lo_P, hi_P, START_CLIP)
+  if safe_starts and not _lin_index(form).size:  # (with linear parameters: the scan.)
+    centre = _to_z(form, start_grid(form, 1), lo_P, hi_P)
+    q0 = np.concatenate([q0, np.broadcast_to(centre, (c,) + centre.shape)], 1)
+  return q0
+
+
+def _solve(form, q0, xs, y, w, delta_C, noise_c_C, iters, lo_P, hi_P, safe_starts,
+           pad) -> Solved:
+  """The jitted solver on bucketed shapes (pad: fewer compilations; padding gets harmless
+  values and weight 0); numpy arrays of the C curves."""
+  used = w > 0
   c, n = y.shape
   cb, nb = _bucket(c, n) if pad else (c, n)
   pad = lambda a, v: np.pad(np.where(used, a, v), ((0, cb - c), (0, nb - n)), constant_values=v)
@@ -569,23 +651,14 @@ def fit_curves(form, variables: Mapping[str, np.ndarray], y_CxN, w_CxN=None, *,
   q0 = np.concatenate([q0, np.repeat(q0[:1], cb - c, axis=0)])
   delta_p = np.concatenate([delta_C, np.full(cb - c, delta_C[0])])
   noise_p = np.concatenate([noise_c_C, np.full(cb - c, noise_c_C[0])])
-  solve = _solver(kern.name)
-  if max_iter is None:
-    max_iter = MAX_ITER if _lin_index(form).size else MAX_ITER_FULL
   with jax.enable_x64(True):
-    out = solve(jnp.asarray(q0), {k: jnp.asarray(v) for k, v in xs.items()},
-                jnp.asarray(y_p), jnp.asarray(w_p), jnp.asarray(delta_p), jnp.asarray(noise_p),
-                jnp.asarray([max_iter, polish_iter], jnp.int32), jnp.asarray(lo_P),
-                jnp.asarray(hi_P), float(form.amp_bound), jnp.asarray(_scan_points(form)),
-                bool(safe_starts))
-    (vals, obj, mse, r2, status, ok, n_it, at, lo, hi, delta, sigma, off, worse,
-     ranges) = (np.array(o)[:c] for o in out)
-  vals, at, lo, hi = _canonical(form, vals.astype(np.float64), at.astype(bool), lo, hi)
-  conv = np.isin(status, (CONV_GRAD, CONV_DECREASE)) & ok & ~off & ~worse
-  flags = tuple(_reasons(*a, form.space == 'log')
-                for a in zip(status, ok, off, worse, ranges, sigma, n_it))
-  return FitResult(form.name, form.params, vals, obj, mse, r2, conv, n_C.astype(int),
-                   n_it.astype(int), at, lo, hi, delta, sigma, off.astype(bool), flags)
+    out = _solver(kern.name)(
+        jnp.asarray(q0), {k: jnp.asarray(v) for k, v in xs.items()}, jnp.asarray(y_p),
+        jnp.asarray(w_p), jnp.asarray(delta_p), jnp.asarray(noise_p),
+        jnp.asarray(iters, jnp.int32), jnp.asarray(lo_P), jnp.asarray(hi_P),
+        float(form.amp_bound), jnp.asarray(_scan_points(form)), bool(safe_starts))
+    return Solved(**{f.name: np.array(getattr(out, f.name))[:c]
+                     for f in dataclasses.fields(Solved)})
 
 
 def fit_one(form, variables: Mapping[str, np.ndarray], y_N, w_N=None, **kw) -> FitResult:

@@ -48,9 +48,24 @@ def _cmr_text(cmr, censored):
 
 def fit_tables(fits: dict) -> list:
   """Every table of a fits dict, in reading order."""
-  o = fits['options']
   out = [_answer(fits), _def2_checks(fits), _decisions(fits), _lam(fits), _series(fits),
          _lfo(fits)]
+  out += _design(fits)
+  out.append(_quality(fits))
+  flags = [[c['size'], fmt(c['ratio'], 3), c['which'], '; '.join(c['flags'])]
+           for c in fits['curves'] if c['flags']]
+  out.append(Table('flags', 'Flagged Eq. 6 fits (at a bound, off the data range, unconverged)',
+                   ['size', 'R', 'loss', 'why'], flags,
+                   'flagged fits are still used; the CMR rows list the flags they rest on'))
+  out += _laws(fits)
+  out += _surface(fits)
+  return out
+
+
+def _design(fits):
+  """Trends, gates, per-size design numbers, base losses and noise."""
+  o = fits['options']
+  out = []
   out.append(Table('trends', 'Trends at T_max, judged against the noise', [
       'trend', 'verdict', 'noise (se)', 'evidence'],
       [[t['trend'], t['verdict'], f'{fmt(t["noise"], 3)} {t["noise_unit"]}', t['evidence']]
@@ -80,12 +95,13 @@ def fit_tables(fits: dict) -> list:
       f'{o["t_unit"]}; CPT evals at step <= the warmup step are not fitted; sigma: per-eval '
       f'noise from second differences; rho: lag-1 correlation of fit residuals (bias-'
       f'corrected), used by the bootstrap'))
-  out.append(_quality(fits))
-  flags = [[c['size'], fmt(c['ratio'], 3), c['which'], '; '.join(c['flags'])]
-           for c in fits['curves'] if c['flags']]
-  out.append(Table('flags', 'Flagged Eq. 6 fits (at a bound, off the data range, unconverged)',
-                   ['size', 'R', 'loss', 'why'], flags,
-                   'flagged fits are still used; the CMR rows list the flags they rest on'))
+  return out
+
+
+def _laws(fits):
+  """Held-out ratios, ratio laws, feasibility and CMR laws."""
+  o = fits['options']
+  out = []
   out.append(Table('heldout', 'Held-out ratio predictions at T_max (paper Table 2)', [
       'size', 'loss', 'R', 'measured', 'predicted', 'error (nats)', 'error / eps', 'rel. error',
       'kind'],
@@ -113,7 +129,6 @@ def fit_tables(fits: dict) -> list:
                        f'{l["n_ok"]}/{o["n_boot"]}', ', '.join(l['at_bound']) or '–']
                       if l['params'] else ['–'] * 4 + [l['reason'], '–', '–', '–'])
        for l in fits['cmr_law']]))
-  out += _surface(fits)
   return out
 
 

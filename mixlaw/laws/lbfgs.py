@@ -76,34 +76,12 @@ def minimize(fun, theta0, max_iter, gtol=GTOL, ftol=FTOL, rtol=RTOL, ls_steps=LS
     rho_M = jnp.where(descent, rho_M, 0.0)
     slope = g @ d
     running = status == RUNNING
-
-    def armijo(t, ft):
-      return (ft <= f + ARMIJO * t * slope) & (ft < f)
-
-    def ls_cond(l):
-      t, ft, j = l
-      return running & ~armijo(t, ft) & (j < ls_steps)
-
-    def ls_body(l):
-      t, ft, j = l
-      den = 2.0 * (ft - f - slope * t)
-      tq = jnp.where(jnp.isfinite(ft) & (den > 0), -slope * t * t / den, 0.1 * t)
-      t = jnp.clip(tq, 0.1 * t, 0.5 * t)
-      return t, fun(theta + t * d), j + 1
-
-    one = jnp.ones((), theta.dtype)
-    t, ft, _ = jax.lax.while_loop(ls_cond, ls_body, (one, fun(theta + d), jnp.int32(1)))
+    t, ft = _line_search(fun, theta, f, d, slope, running, ls_steps)
     new = theta + t * d
     f_n, g_n = vg(new)
-    ok = (armijo(t, ft) & jnp.isfinite(f_n) & jnp.all(jnp.isfinite(g_n))
+    ok = (_armijo(t, ft, f, slope) & jnp.isfinite(f_n) & jnp.all(jnp.isfinite(g_n))
           & jnp.all(jnp.isfinite(new)))
-    s, y = new - theta, g_n - g
-    sy = s @ y
-    store = ok & (sy > 1e-12 * jnp.linalg.norm(s) * jnp.linalg.norm(y))
-    push = lambda a_M, a: jnp.where(store, jnp.concatenate([a[None], a_M[:-1]]), a_M)
-    s_M, y_M = push(s_M, s), push(y_M, y)
-    rho_M = push(rho_M, 1.0 / jnp.where(store, sy, 1.0))
-    rho_M = jnp.where(ok, rho_M, 0.0)
+    s_M, y_M, rho_M = _remember(s_M, y_M, rho_M, new - theta, g_n - g, ok)
     fails = jnp.where(ok, 0, fails + 1)
     dec = (f - f_n) / jnp.maximum(jnp.abs(f_n), 1e-300)
     stop = jnp.where(fails >= MAX_FAILS, jnp.where(small(f, g), CONV_DECREASE, LS_FAILED),
@@ -119,6 +97,42 @@ def minimize(fun, theta0, max_iter, gtol=GTOL, ftol=FTOL, rtol=RTOL, ls_steps=LS
         status_at(f0, g0, jnp.inf))
   out = jax.lax.while_loop(cond, body, c0)
   return out[0], out[1], out[8], out[6]
+
+
+def _armijo(t, ft, f, slope):
+  """Sufficient (and strict) decrease of a step of length t along a direction of this slope."""
+  return (ft <= f + ARMIJO * t * slope) & (ft < f)
+
+
+def _line_search(fun, theta, f, d, slope, running, ls_steps):
+  """(t, fun(theta + t d)): backtracking from t = 1 by quadratic interpolation (clipped to
+  0.1 t .. 0.5 t) until Armijo holds or ls_steps evaluations; a finished run does not search."""
+
+  def ls_cond(l):
+    t, ft, j = l
+    return running & ~_armijo(t, ft, f, slope) & (j < ls_steps)
+
+  def ls_body(l):
+    t, ft, j = l
+    den = 2.0 * (ft - f - slope * t)
+    tq = jnp.where(jnp.isfinite(ft) & (den > 0), -slope * t * t / den, 0.1 * t)
+    t = jnp.clip(tq, 0.1 * t, 0.5 * t)
+    return t, fun(theta + t * d), j + 1
+
+  one = jnp.ones((), theta.dtype)
+  t, ft, _ = jax.lax.while_loop(ls_cond, ls_body, (one, fun(theta + d), jnp.int32(1)))
+  return t, ft
+
+
+def _remember(s_M, y_M, rho_M, s, y, ok):
+  """The memory after a step s with gradient change y: the pair pushed when the step was
+  taken (ok) with s'y > 0; cleared (rho 0, steepest descent next) when it was not."""
+  sy = s @ y
+  store = ok & (sy > 1e-12 * jnp.linalg.norm(s) * jnp.linalg.norm(y))
+  push = lambda a_M, a: jnp.where(store, jnp.concatenate([a[None], a_M[:-1]]), a_M)
+  s_M, y_M = push(s_M, s), push(y_M, y)
+  rho_M = push(rho_M, 1.0 / jnp.where(store, sy, 1.0))
+  return s_M, y_M, jnp.where(ok, rho_M, 0.0)
 
 
 def preconditioned(fun, res_fn, theta0):

@@ -211,8 +211,40 @@ def fit(sweep, *, huber_delta, lam, eps, observed_cmr, n_starts, loso=True, n_bo
   if n_sizes < 2:
     return dict(reason='the surface needs two or more model sizes')
   sub = points(sweep, MAX_POINTS)
-  pts = points(sweep)
   folds = [-1] + (list(range(n_sizes)) if loso and n_sizes >= MIN_LOSO else [])
+  fits, bounds = _fit_folds(sweep, sub, folds, huber_delta, n_starts)
+  p0 = {which: fits[which].params_CxP[0] for which, _, _ in WHICH}
+  out = _trained(sweep)
+  for which, form, _ in WHICH:
+    out[which] = dict(form=form, **_stats(fits[which].row(0)))
+  out['converged'] = bool(out['general']['converged'] and out['domain']['converged'])
+  boot = {which: np.zeros((0, len(forms_lib.get_form(form).params))) for which, form, _ in WHICH}
+  if n_boot:
+    boot, out['boot'] = _bootstrap(sweep, sub, fits, bounds, huber_delta, n_boot, seed,
+                                   data_orders, level)
+  else:
+    out['boot'] = dict(n_boot=0, level=level)
+  pg = np.concatenate([p0['general'][None], boot['general']])
+  pd = np.concatenate([p0['domain'][None], boot['domain']])
+  out['cmr'] = [_in_sample(sweep, i, pg, pd, lam, eps, level, n_boot, observed_cmr[i],
+                           None if observed_lo is None else observed_lo[i],
+                           None if observed_hi is None else observed_hi[i],
+                           observed_lo is not None or observed_hi is not None)
+                for i in range(n_sizes)]
+  pts = points(sweep)
+  out['loso'] = [_fold(sweep, fits, pts, f, held, lam, eps, observed_cmr)
+                 for f, held in enumerate(folds) if held >= 0]
+  if not out['loso']:
+    out['loso_reason'] = ('not requested' if not loso else
+                          f'leave-one-size-out needs {MIN_LOSO} or more sizes (this sweep has '
+                          f'{n_sizes}): with fewer, each fold fits the size exponents to '
+                          f'{max(n_sizes - 1, 0)} sizes and its prediction tests nothing')
+  return out
+
+
+def _fit_folds(sweep, sub, folds, huber_delta, n_starts):
+  """The point fit (fold -1) and every LOSO fold of each form in one vmapped call:
+  ({which: FitResult with a row per fold}, {which: bounds})."""
   w_FxM = np.stack([(sub['size'] != f).astype(float) for f in folds])
   xs = {k: np.broadcast_to(sub[k], w_FxM.shape) for k in ('R', 'N', 'T')}
   t_scale = max(s.t_max for s in sweep.sizes) / 100.0
@@ -225,77 +257,66 @@ def fit(sweep, *, huber_delta, lam, eps, observed_cmr, n_starts, loso=True, n_bo
         form, xs, np.broadcast_to(sub[col], w_FxM.shape), w_FxM, huber_delta=huber_delta,
         init_CxSxP=np.broadcast_to(starts, (len(folds),) + starts.shape), what='fold',
         pad=False, bounds=bounds)
-  p0 = {which: fits[which].params_CxP[0] for which, _, _ in WHICH}
+  return fits, setup
+
+
+def _trained(sweep) -> dict:
+  """The surface's units and the trained range of its variables."""
   t_lo = min(s.t_lo for s in sweep.sizes)
   t_hi = max(s.t_max for s in sweep.sizes)
-  out = dict(reason=None, size_variable=sweep.size_column, n_unit=forms_lib.N_UNIT,
-             tokens_per_unit=float(sweep.tokens_per_unit),
-             t_unit=f'T = CPT tokens / {sweep.tokens_per_unit:g}',
-             trained=dict(sizes=[[s.name, float(s.n)] for s in sweep.sizes],
-                          N=[float(min(s.n for s in sweep.sizes)),
-                             float(max(s.n for s in sweep.sizes))],
-                          T=[float(t_lo), float(t_hi)],
-                          R=[float(min(s.ratios.min() for s in sweep.sizes)),
-                             float(max(s.ratios.max() for s in sweep.sizes))]))
+  return dict(reason=None, size_variable=sweep.size_column, n_unit=forms_lib.N_UNIT,
+              tokens_per_unit=float(sweep.tokens_per_unit),
+              t_unit=f'T = CPT tokens / {sweep.tokens_per_unit:g}',
+              trained=dict(sizes=[[s.name, float(s.n)] for s in sweep.sizes],
+                           N=[float(min(s.n for s in sweep.sizes)),
+                              float(max(s.n for s in sweep.sizes))],
+                           T=[float(t_lo), float(t_hi)],
+                           R=[float(min(s.ratios.min() for s in sweep.sizes)),
+                              float(max(s.ratios.max() for s in sweep.sizes))]))
+
+
+def _bootstrap(sweep, sub, fits, bounds, huber_delta, n_boot, seed, data_orders, level):
+  """Replicates of every run, refitted from the point fit: ({which: B x P}, the 'boot' row)."""
+  p0 = {which: fits[which].params_CxP[0] for which, _, _ in WHICH}
+  pred = {which: forms_lib.evaluate(form, fits[which].params(0), R=sub['R'], N=sub['N'],
+                                    T=sub['T']) for which, form, _ in WHICH}
+  shared = sweep.shared_orders(data_orders)
+  # Whole runs (the 'runs' draw): the surface has no per-run fits, so each run's deviation
+  # from it is redrawn with its eval noise, and a wild draw of deviations has nothing to scale.
+  m = bootstrap.seed_draws(sweep.seed_labels(), n_boot, seed, shared, 'runs')
+  y_b, w_b, rho_S = _replicates(sweep, sub, pred, n_boot, seed, m)
+  xb = {k: np.broadcast_to(sub[k], w_b.shape) for k in ('R', 'N', 'T')}
+  conv = np.ones(n_boot, bool)
+  boot = {}
   for which, form, _ in WHICH:
-    out[which] = dict(form=form, **_stats(fits[which].row(0)))
-  out['converged'] = bool(out['general']['converged'] and out['domain']['converged'])
-  # Bootstrap: replicates of every run, refitted from the point fit.
-  boot = {which: np.zeros((0, len(forms_lib.get_form(form).params))) for which, form, _ in WHICH}
-  rho_S = None
-  if n_boot:
-    pred = {which: forms_lib.evaluate(form, fits[which].params(0), R=sub['R'], N=sub['N'],
-                                      T=sub['T']) for which, form, _ in WHICH}
-    shared = sweep.shared_orders(data_orders)
-    # Whole runs (the 'runs' draw): the surface has no per-run fits, so each run's deviation
-    # from it is redrawn with its eval noise, and a wild draw of deviations has nothing to scale.
-    m = bootstrap.seed_draws(sweep.seed_labels(), n_boot, seed, shared, 'runs')
-    y_b, w_b, rho_S = _replicates(sweep, sub, pred, n_boot, seed, m)
-    xb = {k: np.broadcast_to(sub[k], w_b.shape) for k in ('R', 'N', 'T')}
-    conv = np.ones(n_boot, bool)
-    for which, form, _ in WHICH:
-      r = fit_lib.fit_curves(form, xb, y_b[which], w_b, huber_delta=huber_delta,
-                             init_CxSxP=np.broadcast_to(p0[which], (n_boot, 1, p0[which].size)),
-                             polish_iter=fit_lib.POLISH_ITER_BOOT, what='replicate', pad=False,
-                             bounds=setup[which])
-      boot[which] = r.params_CxP
-      conv &= r.converged_C
-    out['boot'] = dict(
-        n_boot=n_boot, seed=seed, level=level, n_converged=int(conv.sum()),
-        data_orders='shared' if shared else 'independent',
-        rho=[float(v) for v in rho_S],
-        method=('whole runs resampled (seed indices jointly when data orders are shared), '
-                'each run\'s residuals from the surface redrawn as AR(1) noise (bootstrap.py); '
-                'refits warm-started at the point fit'),
-        general_params=[[num(v) for v in row] for row in boot['general']],
-        domain_params=[[num(v) for v in row] for row in boot['domain']])
-  else:
-    out['boot'] = dict(n_boot=0, level=level)
-  # In-sample CMR per size, with intervals.
-  out['cmr'] = []
-  pg = np.concatenate([p0['general'][None], boot['general']])
-  pd = np.concatenate([p0['domain'][None], boot['domain']])
-  for i, s in enumerate(sweep.sizes):
-    o = surface_cmrs(pg, pd, s.n, lam=lam, eps=eps, r_lo=s.ratios.min(), r_hi=s.ratios.max(),
-                     t=s.t_max)
-    row = dict(size=s.name, N=float(s.n), T_max=float(s.t_max),
-               **_rename(_answer(o, level, n_boot)))
-    obs = observed_cmr[i]
-    lo = None if observed_lo is None else observed_lo[i]
-    hi = None if observed_hi is None else observed_hi[i]
-    row.update(cmr_observed=num(obs), observed_lo=num(lo), observed_hi=num(hi),
-               inside_observed=_inside(row['cmr_surface'], row['censored'], lo, hi,
-                                       observed_lo is not None or observed_hi is not None))
-    row.update(_control(sweep, i, p0['general']))
-    out['cmr'].append(row)
-  out['loso'] = [_fold(sweep, fits, pts, f, held, lam, eps, observed_cmr)
-                 for f, held in enumerate(folds) if held >= 0]
-  if not out['loso']:
-    out['loso_reason'] = ('not requested' if not loso else
-                          f'leave-one-size-out needs {MIN_LOSO} or more sizes (this sweep has '
-                          f'{n_sizes}): with fewer, each fold fits the size exponents to '
-                          f'{max(n_sizes - 1, 0)} sizes and its prediction tests nothing')
-  return out
+    r = fit_lib.fit_curves(form, xb, y_b[which], w_b, huber_delta=huber_delta,
+                           init_CxSxP=np.broadcast_to(p0[which], (n_boot, 1, p0[which].size)),
+                           polish_iter=fit_lib.POLISH_ITER_BOOT, what='replicate', pad=False,
+                           bounds=bounds[which])
+    boot[which] = r.params_CxP
+    conv &= r.converged_C
+  return boot, dict(
+      n_boot=n_boot, seed=seed, level=level, n_converged=int(conv.sum()),
+      data_orders='shared' if shared else 'independent',
+      rho=[float(v) for v in rho_S],
+      method=('whole runs resampled (seed indices jointly when data orders are shared), '
+              'each run\'s residuals from the surface redrawn as AR(1) noise (bootstrap.py); '
+              'refits warm-started at the point fit'),
+      general_params=[[num(v) for v in row] for row in boot['general']],
+      domain_params=[[num(v) for v in row] for row in boot['domain']])
+
+
+def _in_sample(sweep, i, pg, pd, lam, eps, level, n_boot, obs, lo, hi, known) -> dict:
+  """Size i's CMR on the surface (point and replicates pg / pd), against its own."""
+  s = sweep.sizes[i]
+  o = surface_cmrs(pg, pd, s.n, lam=lam, eps=eps, r_lo=s.ratios.min(), r_hi=s.ratios.max(),
+                   t=s.t_max)
+  row = dict(size=s.name, N=float(s.n), T_max=float(s.t_max),
+             **_rename(_answer(o, level, n_boot)))
+  row.update(cmr_observed=num(obs), observed_lo=num(lo), observed_hi=num(hi),
+             inside_observed=_inside(row['cmr_surface'], row['censored'], lo, hi, known))
+  row.update(_control(sweep, i, pg[0]))
+  return row
 
 
 def _rename(a):
