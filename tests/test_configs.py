@@ -68,10 +68,17 @@ def test_the_powered_cpu_experiment_meets_its_design_gates():
   assert {s.ratio for s in pilot} == {0.0, 1.0}
 
 
-def test_default_eval_cadence_gives_50_validation_points():
+def test_default_eval_cadence_gives_50_to_99_validation_points():
+  """The trainer evaluates at every multiple of the interval and at the last step (run.py): by
+  default at least 50 evals per phase (the laws want >= 20 fitted ones) and never twice that
+  (evals cost ~1/3 of a CPU run); an explicit eval_every wins."""
   gin.clear_config()
-  for steps in (50, 120, 1000, 10_000):
-    assert steps // run.PhaseConfig(steps=steps).eval_interval(steps) >= 50
+  for steps in (50, 120, 1000, 1049, 10_000):
+    every = run.PhaseConfig(steps=steps).eval_interval(steps)
+    evals = [t for t in range(1, steps + 1) if t % every == 0 or t == steps]
+    assert 50 <= len(evals) < 100, (steps, every, len(evals))
+  assert run.PhaseConfig(steps=1000, eval_every=7).eval_interval(1000) == 7
+  assert run.PhaseConfig(steps=10).eval_interval(10) == 1  # every step of a short phase.
 
 
 @pytest.mark.parametrize("domain", [None, "science"])

@@ -58,9 +58,13 @@ def test_report_numbers_are_the_fits(demo):
       assert f"[{_pct(c['lo'])}, {_pct(c['hi'])}]" in line
   for s in fits["sizes"]:
     assert f"| {s['size']} | {_fmt(s['base_general_loss'])} | {_fmt(s['base_domain_loss'])} |" in md
-  for c in fits["curves"]:
-    if c["which"] == "general":
-      assert _fmt(c["mse"]) in md and _fmt(c["r2"]) in md
+  general = [c for c in fits["curves"] if c["which"] == "general"]
+  assert general
+  for c in general:  # The Eq. 6 quality table: the curve's own row holds its R2 and MSE.
+    assert c["mse"] is not None and c["r2"] is not None, (c["size"], c["ratio"])
+    row = (f"| {c['size']} | {_fmt(c['ratio'], 3)} | {c['terms']} | {_fmt(c['r2'])} | "
+           f"{_fmt(c['mse'])} |")
+    assert row in md, row
 
 
 @pytest.mark.slow

@@ -5,6 +5,8 @@ measurement is benchmarks/calibration.py; this runs the same code on a few draws
 import importlib.util
 import os
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -16,6 +18,7 @@ def _calibration():
   return mod
 
 
+@pytest.mark.slow  # minutes on 2 cores: many fits of synthetic sweeps.
 def test_cmr_intervals_cover_the_truth():
   # n_boot 30 and 64 starts: fitter shapes shared with the other laws tests (compiled once).
   out = _calibration().run('one_seed', draws=8, n_boot=30, first_seed=1000)
@@ -29,6 +32,7 @@ def test_cmr_intervals_cover_the_truth():
   assert abs(out['bias']) - 2 * out['bias_se'] <= 0.03, out
 
 
+@pytest.mark.slow
 def test_late_turns_paired_seeds_cover_the_truth():
   # Issue 17's criterion: late turns (synth's TURN family: the general loss peaks at 0.6-0.75
   # T_max below the CMR), 2 seeds sharing one data order per seed index (paired, fitted with
