@@ -88,6 +88,7 @@ def test_chunked_loss_never_builds_full_logits_or_a_one_hot(plain):
     _loss_and_grads(_with(loss_chunk=5), params, batch)
 
 
+@pytest.mark.slow  # full train steps compiled twice
 def test_bf16_compute_keeps_float32_state_and_tracks_float32_loss():
   mesh = sharding.make_mesh(devices=jax.devices()[:1])
   tx, _ = optim.make_optimizer(peak_lr=3e-3, total_steps=4, warmup_steps=1)
@@ -105,6 +106,7 @@ def test_bf16_compute_keeps_float32_state_and_tracks_float32_loss():
   assert losses['bfloat16'] == pytest.approx(losses['float32'], rel=2e-2)
 
 
+@pytest.mark.slow  # full train steps compiled twice
 @pytest.mark.parametrize('m', [2, 4])
 def test_microbatches_equal_the_full_batch(m):
   mesh = sharding.make_mesh(devices=jax.devices()[:2])
@@ -119,7 +121,9 @@ def test_microbatches_equal_the_full_batch(m):
   (m1, p1), (mm, pm) = out
   for key in ('loss', 'loss_per_source', 'tokens_per_source', 'grad_norm'):
     np.testing.assert_allclose(mm[key], m1[key], rtol=1e-5, err_msg=key)
-  _assert_tree_close(pm, p1, rtol=1e-5, atol=1e-6)
+  # Adam maps a gradient component near 0 to an update of up to lr (3e-3): its float rounding
+  # can move that parameter by ~1e-6, so parameters are compared to 1e-5 absolute.
+  _assert_tree_close(pm, p1, rtol=1e-5, atol=1e-5)
 
 
 def test_fits_pinned_to_cpu():
