@@ -37,9 +37,10 @@ LAWS_MAY_IMPORT = {"mixlaw", "errors", "results", "laws"}  # results: its KEY on
 # the pipeline (the stage order) -> the schema (fits.json) and what reads it.
 LAWS_LAYERS = [
     ("options", "intervals", "forms", "lbfgs", "fit", "noise", "bootstrap", "cmr",
-     "curves", "csvtable", "budgets", "modelfree", "synth", "eq6"),
+     "curves", "csvtable", "budgets", "modelfree", "synth", "eq6", "schedules",
+     "dynamics"),
     ("budgetfits", "summary", "series", "lfo", "decisions", "ratiolaw", "surface", "checks",
-     "related"),
+     "related", "dynjson"),
     ("pipeline",),
     ("fitsjson", "api", "fittables", "predict", "laws"),
 ]
