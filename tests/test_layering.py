@@ -37,8 +37,8 @@ LAWS_MAY_IMPORT = {"mixlaw", "errors", "results", "laws"}  # results: its KEY on
 # the pipeline (the stage order) -> the schema (fits.json) and what reads it.
 LAWS_LAYERS = [
     ("options", "intervals", "forms", "lbfgs", "fit", "noise", "bootstrap", "cmr",
-     "curves", "csvtable", "budgets", "modelfree", "synth", "eq6", "schedules",
-     "dynamics"),
+     "curves", "csvtable", "budgets", "modelfree", "synth", "eq6", "paired", "bracket",
+     "seedwise", "references", "referenced", "identify", "schedules", "dynamics"),
     ("budgetfits", "summary", "series", "lfo", "decisions", "ratiolaw", "surface", "checks",
      "related", "dynjson"),
     ("pipeline",),
