@@ -139,6 +139,160 @@ def run(scenario, draws, n_boot, first_seed=0, n_starts=64, seed_resampling='wil
               load_average=round(os.getloadavg()[0], 2))
 
 
+# ----------------------------------------------------------------------------- cmr_long family
+
+LONG_SIZES = {'2xs': 4e7, 's': 1.5e8, 'm': 4e8}  # 3 sizes (names only set the order).
+LONG_RATIOS = (0.0, 0.25, 0.375, 0.5, 0.625, 0.75)
+LONG_EVALS = 52  # as cmr_long: 416 steps, an eval every 8.
+# Condition-A CMR at T_max per size: 0.42 / 0.50 / 0.54 (largest - smallest +0.12), or 0.50 at
+# every size (no contrast). Rise at T_max = A R^1.5, so A = (eps - drift) / CMR^1.5.
+LONG_CMR = {'contrast': (0.42, 0.50, 0.54), 'none': (0.50, 0.50, 0.50)}
+LONG_DRIFT = -0.045  # the R = 0 control's dL_gen at T_max (cmr_long: -0.041 .. -0.055).
+LONG_NOISE = dict(offset_sd=0.007, sigma=0.005, rho=0.7, rho_x=0.7)
+
+
+def long_params(size_index: int, ratio: float, contrast: str, eps: float = 0.05):
+  """True Eq. 6 parameters (domain, general) of the cmr_long-shaped family: dL_gen = drift
+  (T / 100)^0.5 + A R^1.5 (1 - T^-0.5) / (1 - 100^-0.5), dL_dom as synth's NOISY family."""
+  amp = (eps - LONG_DRIFT) / LONG_CMR[contrast][size_index] ** 1.5
+  rise = amp * ratio ** 1.5 / (1 - 0.1)
+  n = list(LONG_SIZES.values())[size_index] / 1e9
+  return synth._noisy_dom(n, ratio, 0.0), dict(a2=LONG_DRIFT / 10, s2=0.5, a3=-rise, s3=-0.5,
+                                                b2=rise)
+
+
+def long_truth(contrast: str, opts) -> dict:
+  """Per size: the machinery's condition-A and Definition-2 CMRs on the noise-free curves."""
+  from mixlaw.laws import cmr as cmr_lib
+  ratios = np.array(LONG_RATIOS)
+  t = synth.eval_grid(LONG_EVALS)
+  out = {}
+  for i, name in enumerate(LONG_SIZES):
+    p = [long_params(i, r, contrast, opts.eps) for r in ratios]
+    gen = np.array([[q[1][k] for k in synth.GEN_KEYS] for q in p])
+    dom = np.array([[q[0][k] for k in synth.DOM_KEYS] for q in p])
+    e = synth._exponents(ratios, gen, dom, t[-1])
+    o = cmr_lib.family_analysis(dict(ratios_K=ratios[None], gen_KxP=gen[None],
+                                     dom_KxP=dom[None], e_gen=[e[0]], e_dom=[e[1]]),
+                                [opts.lam], opts.eps, float(t[0]), float(t[-1]),
+                                np.array([t[-1]]))
+    out[name] = dict(def2=float(o['cmr_BxJ'][0, 0]), condition_A=float(o['cmr_a_B'][0]))
+  return out
+
+
+def _ar1_unit(rng, rho, n):
+  z = rng.standard_normal(n)
+  e = np.empty(n)
+  e[0] = z[0]
+  for i in range(1, n):
+    e[i] = rho * e[i - 1] + np.sqrt(1 - rho * rho) * z[i]
+  return e
+
+
+def long_table(contrast: str, seed: int, n_seeds: int = 2, noise=None) -> dict:
+  """A results table shaped like cmr_long: 3 sizes x 6 ratios x n_seeds data orders shared by
+  every cell. General loss: the family + the order's offset z_s offset_sd (T / 100)^0.5
+  (shared by every cell) + eval noise, AR(1) along T (sd sigma, lag-1 rho) and correlated
+  rho_x across the sizes of one (R, seed) (one part drawn per (R, seed, step)); domain loss:
+  the family + eval noise of the same kind."""
+  nz = dict(LONG_NOISE, **(noise or {}))
+  rng = np.random.default_rng([seed, 41])
+  t = synth.eval_grid(LONG_EVALS)
+  offsets = rng.normal(0, nz['offset_sd'], n_seeds)
+  common = {(r, s, k): _ar1_unit(rng, nz['rho'], t.size) for r in LONG_RATIOS
+            for s in range(n_seeds) for k in ('gen', 'dom')}
+  rows = {k: [] for k in ('run_id', 'size_name', 'n_params', 'n_params_nonemb', 'ratio', 'step',
+                          'tokens_seen', 'split', 'general_loss', 'domain_loss', 'lr', 'phase',
+                          'domain', 'cpt_seed')}
+  for i, (name, n) in enumerate(LONG_SIZES.items()):
+    base = (3.4 - 0.3 * i, 3.9 - 0.3 * i)
+    for r in LONG_RATIOS:
+      d_p, g_p = long_params(i, r, contrast)
+      for s in range(n_seeds):
+        noise_ = {k: nz['sigma'] * (np.sqrt(nz['rho_x']) * common[(r, s, k)]
+                                    + np.sqrt(1 - nz['rho_x']) * _ar1_unit(rng, nz['rho'], t.size))
+                  for k in ('gen', 'dom')}
+        gen = (synth._eq6(g_p, t) + offsets[s] * np.sqrt(t / 100.0) + noise_['gen'])
+        dom = synth._eq6(d_p, t) + noise_['dom']
+        for j, (tt, gg, dd) in enumerate(zip(np.r_[0.0, t], np.r_[0.0, gen], np.r_[0.0, dom])):
+          for k, v in (('run_id', f'{name}_r{r:.4f}_s{s}'), ('size_name', name),
+                       ('n_params', n), ('n_params_nonemb', n), ('ratio', r), ('step', 8 * j),
+                       ('tokens_seen', int(round(tt * 1e5))), ('split', 'validation'),
+                       ('general_loss', base[0] + gg), ('domain_loss', base[1] + dd),
+                       ('lr', 1e-3), ('phase', 'cpt'), ('domain', 'synthetic'), ('cpt_seed', s)):
+            rows[k].append(v)
+  return {k: np.asarray(v) for k, v in rows.items()}
+
+
+def _covers(lo, hi, truth):
+  return bool(lo is not None and hi is not None and lo - 1e-9 <= truth <= hi + 1e-9)
+
+
+def _long_modelfree(table, opts, rng):
+  """The model-free paired analysis (seedwise.py) of one draw at T_max: per size the
+  condition-A CMR with its absolute interval, and the size contrasts (offset held)."""
+  from mixlaw.laws import cmr as cmr_lib
+  from mixlaw.laws import curves
+  from mixlaw.laws import seedwise
+  cl = seedwise.cells(curves.load(table, opts), 1.0, opts)
+  ratios = np.array(LONG_RATIOS)
+  e = [cmr_lib.fit_exponent(ratios, cl.level_SxC.mean(0)[cl.of_size(i)])
+       for i in range(len(cl.sizes))]
+  a = seedwise.analyse(cl, e, opts, rng, n_draws=2000)
+  z_level = 2 * __import__('statistics').NormalDist().cdf(opts.decision_z) - 1
+  out = dict(cmr={r['size']: r['condition_A'] for r in a.rows},
+             contrasts=seedwise.size_contrasts(a, 'condition_A', opts.ci_level),
+             decision=seedwise.size_contrasts(a, 'condition_A', z_level))
+  return out
+
+
+def _verdict_b(rows):
+  """(b) as decisions.py reads it: largest - smallest holds (its central interval above 0) and
+  no consecutive step fails (below 0)."""
+  whole = rows[-1]
+  if any(r['hi'] < 0 for r in rows[:-1]) or whole['hi'] < 0:
+    return 'fails'
+  return 'holds' if whole['lo'] > 0 else 'undecided'
+
+
+def run_long(contrast: str, draws: int, first_seed: int = 0) -> dict:
+  """Item 7 of issue 23 on the cmr_long-shaped family: coverage of the paired size contrasts
+  (condition-A CMR, base reference) at nominal ci_level, how often (b) holds, coverage of the
+  absolute condition-A CMR, with the model-free paired analysis (seedwise.py)."""
+  opts = options(0, 'shared')
+  truth = long_truth(contrast, opts)
+  names = list(LONG_SIZES)
+  t_c = {(a, b): truth[b]['condition_A'] - truth[a]['condition_A']
+         for a, b in zip(names, names[1:])}
+  t_c[(names[0], names[-1])] = truth[names[-1]]['condition_A'] - truth[names[0]]['condition_A']
+  hits_c, hits_whole, holds, hits_abs, widths, errors = [], [], [], [], [], []
+  t0 = time.perf_counter()
+  for d in range(first_seed, first_seed + draws):
+    table = long_table(contrast, d)
+    res = _long_modelfree(table, opts, np.random.default_rng([d, 5]))
+    for r in res['contrasts']:
+      ok = _covers(r['lo'], r['hi'], t_c[(r['smaller'], r['larger'])])
+      hits_c.append(ok)
+      if (r['smaller'], r['larger']) == (names[0], names[-1]):
+        hits_whole.append(ok)
+        widths.append(r['hi'] - r['lo'])
+        errors.append(r['diff'] - t_c[(names[0], names[-1])])
+    holds.append(_verdict_b(res['decision']) == 'holds')
+    for name, c in res['cmr'].items():
+      hits_abs.append(_covers(c['lo'], c['hi'], truth[name]['condition_A']))
+  return dict(scenario=f'long_{contrast}', estimator='model_free (seedwise.py)',
+              draws=draws, first_seed=first_seed,
+              noise=LONG_NOISE, truth={k: round(v['condition_A'], 4) for k, v in truth.items()},
+              true_contrast=round(t_c[(names[0], names[-1])], 4), level=opts.ci_level,
+              contrast_coverage=float(np.mean(hits_c)), contrasts=len(hits_c),
+              largest_minus_smallest_coverage=float(np.mean(hits_whole)),
+              largest_minus_smallest_mean_width=float(np.mean(widths)),
+              largest_minus_smallest_bias=float(np.mean(errors)),
+              b_holds=float(np.mean(holds)), absolute_coverage=float(np.mean(hits_abs)),
+              absolute_intervals=len(hits_abs), seconds=round(time.perf_counter() - t0, 1),
+              load_average=round(os.getloadavg()[0], 2))
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument('--draws', type=int, default=50)
@@ -147,9 +301,19 @@ def main():
   ap.add_argument('--scenarios', default=','.join(SCENARIOS))
   ap.add_argument('--seed-resampling', default='wild_t', choices=('wild_t', 'runs'),
                   help='how the bootstrap varies the seeds (FitOptions.seed_resampling)')
+  ap.add_argument('--long', action='store_true',
+                  help='the cmr_long-shaped family (issue 23 item 7): long_contrast, long_none')
   ap.add_argument('--append', action='store_true',
                   help=f'append the JSON lines to {os.path.relpath(RESULTS, ROOT)}')
   args = ap.parse_args()
+  if args.long:
+    for c in ('contrast', 'none'):
+      line = json.dumps(run_long(c, args.draws, args.first_seed))
+      print(line, flush=True)
+      if args.append:
+        with open(RESULTS, 'a') as f:
+          f.write(line + '\n')
+    return
   for s in args.scenarios.split(','):
     line = json.dumps(run(s, args.draws, args.n_boot, args.first_seed,
                           seed_resampling=args.seed_resampling))
