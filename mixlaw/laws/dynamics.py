@@ -29,7 +29,6 @@ warm-started at the point fit. The base run is one run: not resampled.
 """
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
