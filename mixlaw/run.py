@@ -18,7 +18,6 @@ import dataclasses
 import math
 import os
 import platform
-import shutil
 import sys
 import time
 from typing import Any
@@ -550,12 +549,3 @@ def _all_finite(tree) -> jax.Array:
 
 
 _all_finite = distributed.synced(_all_finite, "all_finite")  # A collective: see `synced`.
-
-
-def reset(workdir: str, spec: RunSpec) -> None:
-  """Deletes a run's directory, its ensemble's checkpoints and its rows (for --fresh)."""
-  group = workdir_lib.read_run(workdir, spec.run_id).get("group")
-  if group:
-    shutil.rmtree(workdir_lib.run_dir(workdir, group), ignore_errors=True)
-  shutil.rmtree(workdir_lib.run_dir(workdir, spec.run_id), ignore_errors=True)
-  results.truncate_run(workdir, spec.run_id, -1)

@@ -4,18 +4,25 @@ CPT runs of one size share the base checkpoint and every shape; with `plan.ensem
 they train as ensembles (`mixlaw.ensemble`): K members in one compiled program, chunked to fit
 memory. Rerunning the same command resumes: finished runs are skipped, interrupted ones continue
 from their last checkpoint, and the results table keeps exactly one row per (run, step, split).
+`--fresh` checks every setting first, then moves the workdir's earlier runs and tables to
+WORKDIR/.previous/TIME/ (the sweep gets a new sweep id); nothing is deleted.
 """
 
 from __future__ import annotations
 
+import numbers
+import sys
 
 import gin
 
+from mixlaw import checkpoint
 from mixlaw import config
 from mixlaw import distributed
 from mixlaw import ensemble
 from mixlaw import metrics
 from mixlaw import model as model_lib
+from mixlaw import optim
+from mixlaw import results
 from mixlaw import run as run_lib
 from mixlaw import workdir as workdir_lib
 
@@ -46,21 +53,75 @@ def plan(sizes=gin.REQUIRED, ratios=gin.REQUIRED, seed: int = 0, cpt_seeds=(0,),
   base_workdir: take the base models from another sweep's workdir (e.g. a learning-rate pilot
   or a second domain on the same bases); no base runs are then planned here.
   """
-  if not sizes:
-    raise config.RunError("sweep needs at least one size (plan.sizes)")
-  if not ratios:
-    raise config.RunError("sweep needs at least one ratio (plan.ratios)")
-  if not cpt_seeds or len(set(cpt_seeds)) != len(cpt_seeds):
-    raise config.RunError(f"plan.cpt_seeds must be distinct and non-empty, got {cpt_seeds}")
+  _check_lists(sizes, ratios, cpt_seeds)
   specs = []
   for size in sizes:
     if not base_workdir:
       specs.append(config.RunSpec(size, "base", 0.0, seed))
-    specs += [config.RunSpec(size, "cpt", float(r), seed, int(c))
-              for r in ratios for c in cpt_seeds]
+    specs += [config.RunSpec(size, "cpt", float(r), seed, c) for r in ratios for c in cpt_seeds]
+  ids = {}
+  for s in specs:  # Run ids keep R to 4 decimals: two ratios must not share one.
+    if s.run_id in ids:
+      raise config.RunError(f"plan.ratios {ids[s.run_id].ratio!r} and {s.ratio!r} give the same "
+                            f"run id {s.run_id} (run ids keep R to 4 decimals): list each ratio "
+                            "once, distinct in its first 4 decimals")
+    ids[s.run_id] = s
   for s in specs:  # Every bad size, ratio or seed is reported before any compute is spent.
     s.validate()
   return Plan(specs, ensemble, max_members, base_workdir)
+
+
+def _check_lists(sizes, ratios, cpt_seeds) -> None:
+  """plan's lists: non-empty lists of names, numbers in [0, 1], distinct integers >= 0."""
+  def check(ok, what, got):
+    if not ok:
+      raise config.RunError(f"plan.{what}, got {got!r}")
+  for name, v in (("sizes", sizes), ("ratios", ratios), ("cpt_seeds", cpt_seeds)):
+    check(isinstance(v, (list, tuple)) and len(v) > 0, f"{name} must be a non-empty list", v)
+  for x in sizes:
+    check(isinstance(x, str), "sizes must be model size names (strings)", x)
+  for x in ratios:
+    check(isinstance(x, numbers.Real) and not isinstance(x, bool) and 0 <= x <= 1,
+          "ratios must be domain token shares R in [0, 1]", x)
+  for x in cpt_seeds:
+    check(isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 0,
+          "cpt_seeds must be integers >= 0", x)
+  check(len(set(cpt_seeds)) == len(cpt_seeds), "cpt_seeds must be distinct", cpt_seeds)
+
+
+def check_settings(specs: Plan, data: config.DataConfig, vocab_size: int) -> None:
+  """What the runs check when they start (model shapes, optimizer and phase settings, the
+  member loop, the base models of base_workdir), checked for the whole plan before anything
+  in the workdir is written or moved."""
+  for size in dict.fromkeys(s.size for s in specs):
+    model_lib.get_config(size, vocab_size=vocab_size)
+  if any(s.ratio > 0 for s in specs) and not data.domain:
+    raise config.RunError("ratio > 0 needs a domain corpus (DataConfig.domain)")
+  for s in {s.phase: s for s in specs}.values():
+    steps = config.phase_steps(s, data, vocab_size)
+    with gin.config_scope(config.scope_of(s.phase)):
+      optim.make_optimizer(total_steps=steps,
+                           warmup_steps=config.phase_config(s.phase).warmup_steps(steps))
+  config.MeshConfig()
+  if specs.ensemble:
+    ensemble.member_loop()
+  for s in specs:
+    ckpt = specs.base_checkpoint(s)
+    if ckpt and checkpoint.latest_step_in(ckpt) is None:
+      raise config.RunError(f"plan.base_workdir has no base model of size {s.size} (none at "
+                            f"{ckpt}): run its base pretraining first")
+
+
+def _check_base(specs: Plan, spec: config.RunSpec, workdir: str) -> None:
+  """A CPT unit starts only from a finished base model (not one stopped by a NaN)."""
+  if spec.phase != "cpt":
+    return
+  where = specs.base_workdir or workdir
+  base = run_lib.read_status(where, spec.base())
+  if base["state"] == "failed":
+    raise config.RunError(f"the base model {spec.base().run_id} in {where} failed "
+                          f"({base.get('error')}); CPT needs a finished one: fix its settings "
+                          "and rerun with --fresh")
 
 
 def fit_options() -> dict:
@@ -126,10 +187,6 @@ def execute(workdir: str, *, fresh: bool = False, show_progress: bool = True,
     raise config.RunError(f"phase must be 'all', 'base' or 'cpt', got {phase!r}")
   specs = plan()
   data = config.DataConfig()
-  if fresh and distributed.is_lead():
-    for s in specs:
-      run_lib.reset(workdir, s)
-  distributed.barrier("mixlaw-sweep-start")  # Nothing is read before process 0 has reset.
   if data.backend == "seqio":
     from mixlaw import data as data_lib
     vocab_size = data_lib.vocab_size(data.vocab_name, data.data_dir)
@@ -137,10 +194,20 @@ def execute(workdir: str, *, fresh: bool = False, show_progress: bool = True,
     from mixlaw import arrays
     vocab_size = int(arrays.read_meta(run_lib.resolve_arrays(data))["vocab_size"])
   steps = {s.run_id: config.phase_steps(s, data, vocab_size) for s in specs}
+  check_settings(specs, data, vocab_size)
+  workdir_lib.ensure_writable(workdir)
+  if distributed.is_lead():
+    moved = workdir_lib.move_to_previous(workdir) if fresh else None
+    if moved:
+      print(f"mixlaw: --fresh: the workdir's earlier runs and tables are now in {moved}",
+            file=sys.stderr)
+    sweep_id = results.sweep_id(workdir)  # A fresh sweep gets a new one.
+  distributed.barrier("mixlaw-sweep-start")  # Nothing is read before process 0 has moved them.
   units = [g for g in groups(specs, workdir, vocab_size, data)
            if phase == "all" or g[0].phase == phase]
   if distributed.is_lead():  # One writer per workdir file (multi-process runs).
     workdir_lib.write_sweep(workdir, {
+        workdir_lib.SWEEP_ID: sweep_id,
         "runs": [s.run_id for s in specs], "steps": steps,
         "groups": [[s.run_id for s in g] for g in units],
         "ensemble": specs.ensemble, "max_members": specs.max_members,
@@ -158,6 +225,7 @@ def execute(workdir: str, *, fresh: bool = False, show_progress: bool = True,
     for i, g in enumerate(units):
       name = g[0].run_id if len(g) == 1 else f"{config.group_id(g)} (K={len(g)})"
       bar.set_description(f"[{i + 1}/{len(units)}] {name}")
+      _check_base(specs, g[0], workdir)
       summaries += run_lib.execute_group(g, workdir, base_checkpoint=specs.base_checkpoint(g[0]),
                                          progress=_Scaled(bar, len(g)))
   finally:

@@ -9,6 +9,12 @@ Standard library only (every layer may import it, `mixlaw.laws` included). Layou
   WORKDIR/demo.json              the demo's stage times (mixlaw.demo)
   WORKDIR/runs/RUN_ID/           run.json, config.gin, tb/, checkpoints/ (a single run's)
   WORKDIR/runs/GROUP_ID/checkpoints/   an ensemble's stacked checkpoint
+  WORKDIR/.previous/TIME/        what `--fresh` / `--replace` moved aside (nothing is deleted)
+
+Nothing here deletes: a workdir's earlier contents move to .previous/ (`move_to_previous`), and
+every run id that becomes a path is one file name (`check_run_id`), so no path read from a
+workdir file leads outside it. The sweep id (sweep.json "sweep_id") names the one sweep whose
+rows the results table holds; fits.json records the sha256 of the table it was fitted from.
 
 Run ids: base_SIZE (base pretraining), cpt_SIZE_rR_sS (CPT at ratio R, 4 decimals, CPT seed S),
 ens_SIZE_DIGEST (an ensemble: its size and a digest of its members' ids).
@@ -22,6 +28,8 @@ import json
 import os
 import re
 import socket
+import tempfile
+import time
 import uuid
 
 from mixlaw.errors import MixlawError
@@ -38,6 +46,11 @@ RUN_CONFIG = "config.gin"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tb"
 FIT_OPTIONS = "fit_options"  # The key of sweep.json holding the experiment's fit settings.
+SWEEP_ID = "sweep_id"  # The key of sweep.json naming the sweep of the results table's rows.
+RESULTS_SHA256 = "results_sha256"  # The key of fits.json: the table it was fitted from.
+PREVIOUS = ".previous"
+# The entries of a workdir that --fresh and --replace move aside (anything else stays).
+LAYOUT = (RESULTS, SWEEP, FITS, DEMO, REPORT_MD, REPORT_HTML, FIGURES, RUNS)
 
 
 class WorkdirError(MixlawError, ValueError):
@@ -70,8 +83,68 @@ def read_json(path: str):
   try:
     with open(path, encoding="utf-8") as f:
       return json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
     raise WorkdirError(f"{path}: unreadable ({e})") from None
+
+
+def ensure_writable(workdir: str, create: bool = True) -> None:
+  """Checks, before any work, that files can be written in `workdir` (created if missing, with
+  `create`; else a missing one is left to the caller's read to report); WorkdirError (one
+  line) if not."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirError(f"workdir {workdir} is a file, not a directory: pass a directory with "
+                       "--workdir (it is created if missing)")
+  if not create and not os.path.exists(workdir):
+    return
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=workdir, prefix=".write-check.")
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    raise WorkdirError(f"workdir {workdir} cannot be written ({e.strerror}): make it writable "
+                       "or pass another --workdir") from None
+  table = results_path(workdir)
+  if os.path.isfile(table) and not os.access(table, os.W_OK):
+    raise WorkdirError(f"{table} cannot be written (read-only): make it writable or pass "
+                       "another --workdir")
+
+
+def file_sha256(path: str) -> str | None:
+  """The sha256 of a file's bytes (None if it does not exist)."""
+  if not os.path.isfile(path):
+    return None
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def move_to_previous(workdir: str, names=LAYOUT) -> str | None:
+  """Moves the workdir's entries `names` (default: its whole layout) into a new folder
+  WORKDIR/.previous/TIME/ and returns it (None if none existed). A symlink moves as a link;
+  nothing is followed, copied or deleted."""
+  present = [n for n in names if os.path.lexists(os.path.join(workdir, n))]
+  if not present:
+    return None
+  stamp = time.strftime("%Y%m%d-%H%M%S")
+  dest, k = os.path.join(workdir, PREVIOUS, stamp), 1
+  while os.path.lexists(dest):
+    k += 1
+    dest = os.path.join(workdir, PREVIOUS, f"{stamp}-{k}")
+  root = os.path.realpath(workdir)
+  try:
+    os.makedirs(dest)
+    if os.path.commonpath([root, os.path.realpath(dest)]) != root:
+      raise WorkdirError(f"{os.path.join(workdir, PREVIOUS)} leads outside the workdir (to "
+                         f"{os.path.realpath(dest)}): remove that link")
+    for n in present:
+      os.rename(os.path.join(workdir, n), os.path.join(dest, n))
+  except OSError as e:
+    raise WorkdirError(f"cannot move {workdir}'s earlier contents to {dest} ({e.strerror})"
+                       ) from None
+  return dest
 
 
 # ------------------------------------------------------------------------------------ paths
@@ -100,7 +173,7 @@ def figures_dir(workdir: str) -> str:
 
 
 def run_dir(workdir: str, run_id: str) -> str:
-  return os.path.join(workdir, RUNS, run_id)
+  return os.path.join(workdir, RUNS, check_run_id(run_id))
 
 
 def run_info_path(workdir: str, run_id: str) -> str:
@@ -124,6 +197,16 @@ def checkpoint_dir(workdir: str, run_id: str) -> str:
 _BASE = re.compile(r"base_(?P<size>.+)")
 _CPT = re.compile(r"cpt_(?P<size>.+)_r(?P<ratio>\d+\.\d{4})_s(?P<cpt_seed>\d+)")
 _GROUP = re.compile(r"ens_(?P<size>.+)_(?P<digest>[0-9a-f]{10})")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def check_run_id(run_id, where: str = "") -> str:
+  """`run_id` if it is one file name (letters, digits, _ . -; not starting with a dot), so
+  that WORKDIR/runs/RUN_ID never leads outside the workdir; WorkdirError otherwise."""
+  if not (isinstance(run_id, str) and _NAME.fullmatch(run_id)):
+    raise WorkdirError(f"{where}{run_id!r} is not a run id (one file name of letters, digits, "
+                       "'_', '.', '-')")
+  return run_id
 
 
 def base_run_id(size: str) -> str:
@@ -155,8 +238,19 @@ def parse_run_id(run_id: str) -> dict:
 
 # ----------------------------------------------------------------------------- run.json
 def read_run(workdir: str, run_id: str) -> dict:
-  """runs/RUN_ID/run.json ({} if the run has not started)."""
-  return read_json(run_info_path(workdir, run_id)) or {}
+  """runs/RUN_ID/run.json ({} if the run has not started); its ensemble id checked."""
+  path = run_info_path(workdir, run_id)
+  return _check_run_info(path, read_json(path)) or {}
+
+
+def _check_run_info(path: str, info):
+  if info is None:
+    return None
+  if not isinstance(info, dict):
+    raise WorkdirError(f"{path}: not a JSON object; move that run directory aside")
+  if info.get("group") is not None:
+    check_run_id(info["group"], f'{path}: "group" ')
+  return info
 
 
 def write_run(workdir: str, run_id: str, info: dict, config: str | None = None) -> None:
@@ -171,7 +265,7 @@ def read_runs(workdir: str) -> dict:
   """{run_id: run.json} of every run in the workdir."""
   out = {}
   for path in sorted(glob.glob(os.path.join(workdir, RUNS, "*", RUN_INFO))):
-    info = read_json(path)
+    info = _check_run_info(path, read_json(path))
     out[info.get("run_id") or os.path.basename(os.path.dirname(path))] = info
   return out
 
@@ -202,13 +296,64 @@ def read_fit_options(workdir: str) -> dict:
 
 
 # ---------------------------------------------------------------------------- fits.json
-def read_fits(workdir: str) -> dict | None:
-  """fits.json (None if absent)."""
-  return read_json(fits_path(workdir))
+def read_fits(workdir: str, schema: int | None = None, need=()) -> dict | None:
+  """fits.json (None if absent); with `schema`, WorkdirError unless it is a fits.json of that
+  schema_version holding the keys `need`."""
+  path = fits_path(workdir)
+  fits = read_json(path)
+  if fits is None or schema is None:
+    return fits
+  redo = f"rerun `mixlaw fit --workdir {workdir}`"
+  if not isinstance(fits, dict):
+    raise WorkdirError(f"{path} is not a fits.json (a JSON object, got {type(fits).__name__}): "
+                       f"{redo}")
+  if fits.get("schema_version") != schema:
+    raise WorkdirError(f"{path} has schema_version {fits.get('schema_version')!r}, this mixlaw "
+                       f"reads {schema}: {redo}")
+  missing = [k for k in need if k not in fits]
+  if missing:
+    raise WorkdirError(f"{path} lacks {', '.join(missing)}: {redo}")
+  return fits
 
 
-def write_fits(workdir: str, fits: dict) -> None:
-  write_json(fits_path(workdir), fits, indent=1, allow_nan=False)
+# The sha256 of the results table each workdir's last read in this process (mixlaw.results
+# notes it): what fits.json records as the table it was fitted from.
+_TABLES_READ: dict[str, str] = {}
+
+
+def note_table_read(workdir: str, sha256: str) -> None:
+  _TABLES_READ[os.path.realpath(workdir)] = sha256
+
+
+def write_fits(workdir: str, fits: dict, results_sha256: str | None = None) -> None:
+  """Writes fits.json, recording the sha256 of the results table it was fitted from (default:
+  the table this process last read from `workdir`)."""
+  sha = results_sha256 or _TABLES_READ.get(os.path.realpath(workdir))
+  out = {k: v for k, v in fits.items() if k != RESULTS_SHA256}
+  if sha:
+    head = {k: out.pop(k) for k in ("schema_version",) if k in out}
+    out = {**head, RESULTS_SHA256: sha, **out}
+  write_json(fits_path(workdir), out, indent=1, allow_nan=False)
+
+
+def check_fits_current(workdir: str, fits: dict) -> str | None:
+  """WorkdirError if fits.json was fitted from a results table other than the workdir's;
+  a note (else None) where that cannot be told: a fits.json written before the table's sha256
+  was recorded."""
+  now, was = file_sha256(results_path(workdir)), fits.get(RESULTS_SHA256)
+  redo = f"rerun `mixlaw fit --workdir {workdir}`"
+  if was is None:
+    return (f"{fits_path(workdir)} does not record the results table it was fitted from "
+            f"(written by an earlier mixlaw): {redo} to have it checked")
+  if now is not None and now != was:
+    raise WorkdirError(f"{fits_path(workdir)} is stale: {results_path(workdir)} changed since "
+                       f"the fit (sha256 {was[:12]}... then, {now[:12]}... now): {redo}")
+  return None
+
+
+def new_sweep_id() -> str:
+  """A new sweep's id: its start time and 8 random hex digits."""
+  return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(4).hex()}"
 
 
 def write_demo(workdir: str, info: dict) -> None:

@@ -268,8 +268,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(arrays_dir, tmp_path):
   with pytest.raises(train.NonFiniteLossError, match=r"at step (\d+)") as err:
     run.execute(spec, str(tmp_path))
   failed_at = int(re.search(r"at step (\d+)", str(err.value)).group(1))
+  # run.json says the run failed, why, and where its last good checkpoint is; a rerun does not
+  # retry it (the same settings would fail the same way).
   state = run.read_status(str(tmp_path), spec)
-  assert state["state"] == "partial" and 0 < state["step"] < failed_at
+  assert state["state"] == "failed" and "non-finite" in state["error"]
+  assert 0 < state["step"] < failed_at
+  assert run.execute(spec, str(tmp_path))["state"] == "failed"
   # The kept checkpoint restores, with finite parameters and its data position.
   cfg = model.get_config("cpu_xs", vocab_size=VOCAB)
   tx, _ = optim.make_optimizer(peak_lr=1.0, total_steps=40, warmup_steps=1, clip_norm=None)
