@@ -13,10 +13,14 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import importlib
 import json
 import os
 import platform
+import re
+import signal
 import sys
+import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter.
@@ -27,6 +31,9 @@ from mixlaw.errors import MixlawError, one_line  # noqa: E402  (stdlib only)
 # parallel over cores (MeshConfig.num_devices); set before JAX is imported; no effect on GPU/TPU.
 os.environ.update(hostenv.cpu_host_env(os.environ, os.cpu_count() or 1, hugetlb=False))
 
+FRESH_HELP = ("start over: after every setting and input is checked, the workdir's runs, "
+              "results table, sweep.json, fits.json and report move to "
+              "WORKDIR/.previous/TIME/ (nothing is deleted: remove that folder yourself)")
 GIN_COMMANDS = ("corpora", "data", "train", "sweep", "fit", "report", "demo", "memory")
 TRAINING_COMMANDS = ("train", "sweep", "demo")
 
@@ -86,9 +93,10 @@ def cmd_data(args, gin_files, gin_bindings) -> int:
 
 
 def cmd_train(args, gin_files, gin_bindings) -> int:
-  from mixlaw import ginsetup, run
+  from mixlaw import ginsetup, run, workdir
   ginsetup.setup(gin_files, gin_bindings)
   spec, base_ckpt = run.single()
+  workdir.ensure_writable(args.workdir)
   info = run.execute(spec, args.workdir, base_checkpoint=base_ckpt)
   print(json.dumps({k: info[k] for k in ("run_id", "state", "step", "wallclock_s") if k in info}))
   return 0
@@ -106,29 +114,88 @@ def cmd_sweep(args, gin_files, gin_bindings) -> int:
 
 
 def cmd_fit(args, gin_files, gin_bindings) -> int:
-  from mixlaw import ginsetup, laws, sweep
+  from mixlaw import ginsetup, laws, sweep, workdir
   hostenv.pin_to_cpu()  # The float64 fits run on the CPU whatever the default device is.
   ginsetup.setup(gin_files, gin_bindings)
   # Precedence: CLI flag > gin binding > WORKDIR/sweep.json's fit_options > the laws' default.
   flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(laws.FitOptions)
            if getattr(args, f.name, None) is not None}
   bound = sweep.fit_options()
+  laws.FitOptions.make(**{**bound, **flags})  # Bad settings fail here, before any file is read.
   sources = {**{k: "gin" for k in bound}, **{k: "flag" for k in flags}}
-  fits = laws.write_fits(args.workdir, sources=sources, results_csv=args.results,
-                         **{**bound, **flags})
+  if args.results is not None:
+    from mixlaw.laws import csvtable
+    rows = csvtable.read(args.results)  # A bad CSV fails before the workdir is touched.
+    workdir.ensure_writable(args.workdir)
+    _take_rows(rows, args.results, args.workdir, args.replace)
+  workdir.ensure_writable(args.workdir, create=False)
+  fits = laws.write_fits(args.workdir, sources=sources, **{**bound, **flags})
   print(laws.format_tables(fits))
   return 0
 
 
+def _take_rows(rows: list, csv_path: str, wd: str, replace: bool) -> None:
+  """A CSV's rows become the workdir's results table. Another table there is refused unless
+  `replace`: then the workdir's earlier contents move to WORKDIR/.previous/TIME/."""
+  from mixlaw import results, workdir
+  if os.path.lexists(results.table_path(wd)):
+    try:
+      same = not replace and results.same_rows(wd, rows)
+    except results.ResultsError:
+      same = False
+    if same:
+      return
+    if not replace:
+      raise CliError(f"{wd} already holds a results table that --results {csv_path} would "
+                     "replace: pass --replace (the workdir's tables, fits and runs move to "
+                     f"{os.path.join(wd, workdir.PREVIOUS)}/) or another --workdir")
+    moved = workdir.move_to_previous(wd)
+    print(f"mixlaw: --replace: the workdir's earlier contents are now in {moved}",
+          file=sys.stderr)
+  results.append(wd, rows)
+
+
 def cmd_predict(args, gin_files, gin_bindings) -> int:
   from mixlaw import workdir
-  from mixlaw.laws import predict
-  fits = workdir.read_fits(args.workdir)
+  from mixlaw.laws import SCHEMA_VERSION, predict
+  fits = workdir.read_fits(args.workdir, SCHEMA_VERSION,
+                           need=("options", "sizes", "cmr_law", "cmr_series"))
   if fits is None:
     raise CliError(f"{workdir.fits_path(args.workdir)} not found: run `mixlaw fit --workdir "
                    f"{args.workdir}` first")
-  print(predict.format_prediction(predict.predict(fits, args.params, args.tokens)))
+  note = workdir.check_fits_current(args.workdir, fits)
+  if note:
+    print(f"mixlaw: note: {note}", file=sys.stderr)
+  unsized = [s.get("size") for s in fits["sizes"] if not s.get("N")]
+  if unsized:
+    raise CliError(f"{workdir.fits_path(args.workdir)} has no model size N for {unsized} (its "
+                   "table gave no n_params): predict needs every size's N")
+  p = predict.predict(fits, args.params, args.tokens)
+  print(predict.format_prediction(_shares_only(p)))
   return 0
+
+
+# A prediction's CMRs and their intervals (surface: Definition 2, then condition A only).
+_CMR_KEYS = (("cmr", "lo", "hi"), ("cmr_condition_A", "condition_A_lo", "condition_A_hi"))
+
+
+def _shares_only(p: dict) -> dict:
+  """A CMR is a share of tokens: a law whose value lies outside [0, 1] does not identify it
+  there, and is reported so rather than printed; interval ends are clipped to [0, 1]."""
+  for law in ("cmr_law", "surface"):
+    c = p.get(law)
+    if not c or c.get("cmr") is None:
+      continue
+    if any(c.get(k) is not None and not 0 <= c[k] <= 1 for k, _, _ in _CMR_KEYS):
+      p[law] = {**{k: c[k] for k in ("size",) if k in c}, "cmr": None, "reason": (
+          f"its value lies outside [0, 1], so it does not identify the CMR at T = {p['T']:.4g} "
+          f"(trained T {p['trained_T'][0]:.3g} .. {p['trained_T'][1]:.3g})")}
+      continue
+    for _, lo, hi in _CMR_KEYS:
+      for k in (lo, hi):
+        if c.get(k) is not None:
+          c[k] = min(max(c[k], 0.0), 1.0)
+  return p
 
 
 def cmd_fit_form(args, gin_files, gin_bindings) -> int:
@@ -171,23 +238,39 @@ COMMANDS = {"corpora": cmd_corpora, "data": cmd_data, "train": cmd_train, "sweep
             "report": cmd_report, "demo": cmd_demo, "memory": cmd_memory}
 
 
+_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
 def _option_value(field):
-  """Parser of a FitOptions flag: a Python literal (number, bool, tuple) where it is one, else
-  the text (e.g. 'auto'); text as is for str fields."""
+  """Parser of a FitOptions flag by the field's type: yes/no/true/false for a bool, a number
+  for a number, else a Python literal (number, tuple) where it is one, else the text (e.g.
+  'auto'); text as is for str fields."""
   kind = str(field.type).replace(" ", "")
 
   def parse(text: str):
     if kind in ("str", "str|None", "Optional[str]"):
       return text
-    if text.lower() in ("true", "false"):
-      return text.lower() == "true"
+    if kind == "bool":
+      if text.lower() not in _BOOLS:
+        raise argparse.ArgumentTypeError(f"expected yes/no/true/false, got {text!r}")
+      return _BOOLS[text.lower()]
     try:
       value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
-      return text
+      value = text
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind in ("float", "int") and not number:
+      raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
     return tuple(value) if isinstance(value, list) else value
   parse.__name__ = field.name  # argparse names the option in its error message.
   return parse
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse with its errors on one line (and no usage block)."""
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _add_fit_flags(parser) -> None:
@@ -202,7 +285,7 @@ def _add_fit_flags(parser) -> None:
 
 def build_parser(fit_flags: bool = True) -> argparse.ArgumentParser:
   """The parser; `fit_flags`: add `mixlaw fit`'s FitOptions flags (imports the laws)."""
-  p = argparse.ArgumentParser(prog="mixlaw", description=__doc__.splitlines()[0])
+  p = _Parser(prog="mixlaw", description=__doc__.splitlines()[0])
   sub = p.add_subparsers(dest="command", required=True)
   gin_note = "settings: --gin_file=F and --gin.NAME=VALUE (repeatable)"
 
@@ -231,7 +314,7 @@ def build_parser(fit_flags: bool = True) -> argparse.ArgumentParser:
                      description=gin_note)
   s.add_argument("--workdir", required=True)
   s.add_argument("--status", action="store_true", help="list runs and their state")
-  s.add_argument("--fresh", action="store_true", help="delete earlier runs of this sweep first")
+  s.add_argument("--fresh", action="store_true", help=FRESH_HELP)
   s.add_argument("--phase", choices=["all", "base", "cpt"], default="all",
                  help="run only the base models (e.g. before a CPT learning-rate pilot) or only CPT")
 
@@ -245,6 +328,9 @@ def build_parser(fit_flags: bool = True) -> argparse.ArgumentParser:
                  help="fit runs trained elsewhere: a CSV size,n_params,ratio,seed,tokens,"
                       "general_loss,domain_loss (one row per eval; tokens = 0: the model "
                       "before CPT); it becomes WORKDIR's results table")
+  f.add_argument("--replace", action="store_true",
+                 help="with --results: WORKDIR may hold another table; its tables, fits, report "
+                      "and runs move to WORKDIR/.previous/TIME/ first (nothing is deleted)")
   if fit_flags:
     _add_fit_flags(f)
 
@@ -276,7 +362,7 @@ def build_parser(fit_flags: bool = True) -> argparse.ArgumentParser:
   m.add_argument("--workdir", default="runs/demo")
   m.add_argument("--data-dir", help="shorthand for --gin.DataConfig.data_dir")
   m.add_argument("--quick", action="store_true", help="tiny version (a few minutes)")
-  m.add_argument("--fresh", action="store_true", help="start over")
+  m.add_argument("--fresh", action="store_true", help=FRESH_HELP)
   return p
 
 
@@ -292,21 +378,98 @@ def _restart_with_huge_pages(argv: list[str]) -> None:
       or not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc"):
     return
   pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
+  if pkg_root in {os.path.abspath(p or os.curdir) for p in sys.path}:  # Not installed.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
   sys.stdout.flush()
   sys.stderr.flush()
-  os.execve(sys.executable, [sys.executable, "-m", "mixlaw.cli", *argv], env)
+  os.execve(sys.executable, [*_python_without_cwd(), *argv], env)
+
+
+def _python_without_cwd() -> list[str]:
+  """This interpreter running mixlaw.cli without the current directory on sys.path (a
+  `mixlaw/` folder there is never imported): -P (Python >= 3.11), else -c dropping it."""
+  if sys.version_info >= (3, 11):
+    return [sys.executable, "-P", "-m", "mixlaw.cli"]
+  return [sys.executable, "-c", "import sys; del sys.path[0]; from mixlaw.cli import main; "
+          "sys.exit(main())"]
 
 
 def main(argv: list[str] | None = None) -> int:
   """The CLI; `argv` None means this process's arguments (the `mixlaw` entry point), which may
-  restart the process once for a training command (`_restart_with_huge_pages`)."""
-  if argv is None:
+  restart the process once for a training command (`_restart_with_huge_pages`), and which
+  ends at once with status 130 on Ctrl-C, its files written whole."""
+  entry = argv is None
+  if entry:
     argv = sys.argv[1:]
-    if _split_gin_flags(argv)[2][:1] in [[c] for c in TRAINING_COMMANDS]:
+    command = _split_gin_flags(argv)[2][:1]
+    if command in [[c] for c in TRAINING_COMMANDS]:
       _restart_with_huge_pages(argv)
+  try:
+    if entry:
+      _on_ctrl_c_exit(command[0] if command else "")
+    return _main(argv)
+  except KeyboardInterrupt:
+    if entry:
+      _exit_interrupted()
+    print(INTERRUPTED, file=sys.stderr)
+    return 130
+
+
+INTERRUPTED = ("mixlaw: interrupted; every file written so far is whole (each is written at "
+               "once); rerun the same command (training resumes from its last checkpoint)")
+GRACE_S = 10.0  # After Ctrl-C, the time the command has to stop by itself.
+# What a command imports whose native start-up aborts the process (SIGABRT) when Ctrl-C lands
+# inside it: imported with Ctrl-C held back until they are loaded.
+NATIVE = {"corpora": ("tensorflow",), "data": ("tensorflow",), "demo": ("jax", "tensorflow")}
+
+
+def _on_ctrl_c_exit(command: str) -> None:
+  """Ctrl-C ends this process with status 130, every time: the first raises KeyboardInterrupt
+  (each command's `finally` closes its checkpoints) and ends the process GRACE_S later at the
+  latest (a compile can hold it back); a second ends it at once. Files are safe at any point:
+  each is written whole (tmp + rename) or appended with fsync, as after a kill -9 (tested)."""
+  if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    return  # Ctrl-C ignored (nohup, a background job) or handled by the caller: left so.
+
+  def on_sigint(signum, frame):
+    if on_sigint.seen:
+      _exit_interrupted()
+    on_sigint.seen = True
+    threading.Thread(target=lambda: (time.sleep(GRACE_S), _exit_interrupted()),
+                     daemon=True).start()
+    raise KeyboardInterrupt
+  on_sigint.seen = False
+  signal.signal(signal.SIGINT, on_sigint)
+  blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+  try:
+    for name in NATIVE.get(command, ("jax",) if command in COMMANDS else ()):
+      try:
+        importlib.import_module(name)
+      except ImportError:  # The command says what is missing.
+        pass
+  finally:
+    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # A held-back Ctrl-C arrives now.
+
+
+def _exit_interrupted() -> None:
+  """Says so once and ends the process with 130, skipping the interpreter's teardown (where
+  JAX's runtime crashed after Ctrl-C, status 139)."""
+  with _EXITING:
+    print(INTERRUPTED, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
+_EXITING = threading.RLock()
+
+
+def _main(argv: list[str]) -> int:
   gin_files, gin_bindings, rest = _split_gin_flags(argv)
-  args = build_parser(fit_flags=rest[:1] == ["fit"]).parse_args(rest)
+  try:
+    args = build_parser(fit_flags=rest[:1] == ["fit"]).parse_args(rest)
+  except SystemExit as e:  # --help, or a bad flag (its one line is printed).
+    return e.code
   if (gin_files or gin_bindings) and args.command not in GIN_COMMANDS:
     print(f"mixlaw: error: gin flags do not apply to {args.command}", file=sys.stderr)
     return 2
@@ -316,23 +479,40 @@ def main(argv: list[str] | None = None) -> int:
       from mixlaw import distributed
       distributed.start(gin_files, gin_bindings)
     rc = COMMANDS[args.command](args, gin_files, gin_bindings)
-  except KeyboardInterrupt:
-    print("mixlaw: interrupted; rerun the same command to resume", file=sys.stderr)
-    return 130
   except Exception as e:  # One clear line for user errors; tracebacks for bugs.
-    if _is_user_error(e):
-      print(f"mixlaw: error: {one_line(e)}", file=sys.stderr)
-      return 2
-    raise
+    message = _user_message(e)
+    if message is None:
+      raise
+    print(f"mixlaw: error: {message}", file=sys.stderr)
+    return 2
   if os.environ.get("MIXLAW_TIMING"):
     print(f"[{args.command}: {time.time() - t0:.1f} s]", file=sys.stderr)
   return rc
 
 
-def _is_user_error(e: Exception) -> bool:
-  if isinstance(e, (MixlawError, FileNotFoundError)):
-    return True
-  return type(e).__module__.startswith("gin")
+# gin's words for a setting nobody gave (gin.REQUIRED; a positional argument left unbound).
+_REQUIRED = re.compile(r"Required bindings for `(?P<fn>\w+)` not provided in config: "
+                       r"\[(?P<args>.*)\]")
+_UNBOUND = re.compile(r"No values supplied by Gin or caller for arguments: \[(?P<args>.*)\]"
+                      r"(?s:.*)In call to configurable '(?P<fn>\w+)'"
+                      r"(?:.*in scope '(?P<scope>[\w/]+)')?")
+# A path the user gave that is missing, unreadable or of the wrong kind.
+_PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def _user_message(e: Exception) -> str | None:
+  """The one line for a user error (None: a bug, which keeps its traceback)."""
+  if isinstance(e, (MixlawError, *_PATH_ERRORS)) or type(e).__module__.startswith("gin"):
+    return one_line(e)
+  m = _REQUIRED.search(str(e)) if isinstance(e, RuntimeError) else None
+  m = m or (_UNBOUND.search(str(e)) if isinstance(e, TypeError) else None)
+  if m:
+    scope = f"{m['scope']}/" if m.groupdict().get("scope") else ""
+    args = [a.strip(" '\"") for a in m["args"].split(",")]
+    names = [f"{scope}{m['fn']}.{a}" for a in args]
+    return (f"no {', '.join(names)} given: pass an experiment's gin file (e.g. "
+            f"--gin_file=experiments/demo.gin) or --gin.{names[0]}=VALUE")
+  return None
 
 
 if __name__ == "__main__":

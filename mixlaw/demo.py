@@ -1,14 +1,14 @@
 """The main job: corpora -> base models -> CPT at several ratios -> fits -> CMR -> report.
 
 Each stage reuses finished work (built corpora, exported arrays, finished runs), so rerunning the
-demo resumes; --fresh starts the sweep over. Every setting comes from the demo's gin file (and
+demo resumes; --fresh starts the sweep over (its earlier runs and tables move to
+WORKDIR/.previous/TIME/). Every setting comes from the demo's gin file (and
 gin flags after it): the sweep stores the experiment's fit options in WORKDIR/sweep.json, and
 the fit stage reads them from there. Stage wall times go to WORKDIR/demo.json.
 """
 
 from __future__ import annotations
 
-import os
 import time
 
 import gin
@@ -31,7 +31,7 @@ def main(workdir: str, *, quick: bool = False, fresh: bool = False, data_dir: st
   extra = [f"DataConfig.data_dir = {data_dir!r}"] if data_dir else []
   ginsetup.setup([EXPERIMENTS[quick], *gin_files], [*gin_bindings, *extra])
   data = config.DataConfig()
-  os.makedirs(workdir, exist_ok=True)
+  workdir_lib.ensure_writable(workdir)  # Before the corpora are built.
   times = {}
 
   def stage(name, fn):

@@ -36,6 +36,11 @@ class ReportError(MixlawError, ValueError):
   """The workdir lacks what a report needs."""
 
 
+# The fits.json keys every report reads (of schema SCHEMA_VERSION).
+REPORT_NEEDS = ("options", "sizes", "curves", "final", "cmr", "cmr_law", "cmr_series", "surface",
+                "trends", "gates")
+
+
 def load_workdir(workdir: str, fit_options: dict | None = None) -> dict:
   """Everything a report needs: rows, fits, run infos, corpus meta, notes on stale settings.
 
@@ -45,20 +50,17 @@ def load_workdir(workdir: str, fit_options: dict | None = None) -> dict:
   rows = results.read_rows(workdir)
   if not rows:
     raise ReportError(f"{results.table_path(workdir)} is missing or empty: run a sweep first")
-  fits = workdir_lib.read_fits(workdir)
+  fits = workdir_lib.read_fits(workdir, SCHEMA_VERSION, need=REPORT_NEEDS)
   if fits is None:
     raise ReportError(f"{workdir_lib.fits_path(workdir)} is missing: run `mixlaw fit --workdir "
                       f"{workdir}` first")
-  if fits.get("schema_version") != SCHEMA_VERSION:
-    raise ReportError(f"{workdir_lib.fits_path(workdir)} has schema {fits.get('schema_version')}; "
-                      f"rerun `mixlaw fit --workdir {workdir}` (this report reads schema "
-                      f"{SCHEMA_VERSION})")
+  unchecked = workdir_lib.check_fits_current(workdir, fits)  # Stale: refused.
   runs = workdir_lib.read_runs(workdir)
   source = next((i["data_source"] for i in runs.values() if i.get("data_source")), None)
   meta = arrays.read_meta(source) if source and os.path.isdir(source) else {}
   want = {**workdir_lib.read_fit_options(workdir), **(fit_options or {})}
   return {"rows": rows, "fits": fits, "runs": runs, "meta": meta, "workdir": workdir,
-          "notes": _stale(workdir, fits, want)}
+          "notes": [n for n in [unchecked] if n] + _stale(workdir, fits, want)}
 
 
 def _stale(workdir, fits, want) -> list[str]:
@@ -368,6 +370,7 @@ def write_report(workdir: str, fit_options: dict | None = None) -> dict:
   """Writes the figures, report.md and report.html into WORKDIR; returns their paths (and
   notes, e.g. fits.json computed with settings other than the experiment's)."""
   w = load_workdir(workdir, fit_options)
+  workdir_lib.ensure_writable(workdir)
   figures = figures_lib.write_figures(w, workdir_lib.figures_dir(workdir))
   blocks = _number(_blocks(w), figures)
   paths = workdir_lib.report_paths(workdir)

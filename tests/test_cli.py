@@ -153,7 +153,8 @@ def test_training_commands_restart_once_on_huge_pages(monkeypatch):
   # A training command restarts itself with malloc on huge pages, same arguments.
   argv = ['sweep', '--workdir', '/nonexistent', '--gin.plan.sizes=["cpu_xs"]']
   (args, env), = _restarts(monkeypatch, argv)
-  assert args[1:3] == ['-m', 'mixlaw.cli'] and args[3:] == argv
+  # -P: the current directory is not on sys.path, so a `mixlaw/` folder there is never run.
+  assert args[1:4] == ['-P', '-m', 'mixlaw.cli'] and args[4:] == argv
   assert 'glibc.malloc.hugetlb=1' in env['GLIBC_TUNABLES']
   # Never twice (the restarted process has the tunable), never when turned off, never without
   # glibc, never for commands that do not train, never for in-process calls with arguments.

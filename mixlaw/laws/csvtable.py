@@ -3,9 +3,11 @@
 Format (one row per eval; README "Fits for runs trained elsewhere"):
   size,n_params,ratio,seed,tokens,general_loss,domain_loss
 `tokens` is CPT tokens seen; a row with tokens = 0 is the model before CPT (one per size is
-enough; its ratio may be empty); `seed` (the CPT data-order seed) is optional. Every loss is a
-validation loss in nats. Bad input gets one line: a missing column, a non-numeric or NaN
-value, a size without a base row, a curve with fewer than MIN_EVALS evals.
+enough; its ratio may be empty); `seed` (the CPT data-order seed, an integer >= 0) is
+optional; n_params must be positive. Every loss is a validation loss in nats. Columns are
+separated by commas (a UTF-8 byte-order mark is allowed). Bad input gets one line naming the
+file and line: a missing column, a non-numeric, NaN or out-of-range value, a size without a
+base row, a curve with fewer than MIN_EVALS evals.
 """
 
 import csv
@@ -33,20 +35,41 @@ def _float(path, line, name, text, allow_empty=False):
   return v
 
 
+def _seed(path, line, text) -> int:
+  if text is None or not str(text).strip():
+    return 0
+  v = _float(path, line, 'seed', text)
+  if v != int(v) or v < 0:
+    raise FitError(f'{path}:{line}: column \'seed\' must be an integer >= 0 (a data-order '
+                   f'seed), got {text!r}')
+  return int(v)
+
+
+def _header_hint(path, header) -> str:
+  """Why a header lacks columns, when it is one column holding another separator."""
+  if len(header) == 1:
+    for sep in (';', '\t', '|'):
+      if sep in header[0]:
+        return f'; the header is one column split by {sep!r}: separate columns by commas'
+  return ''
+
+
 def read(path) -> dict:
   """The CSV at `path` as results-table columns (mixlaw.results schema): CPT validation rows,
   plus one base-phase validation row per size (its tokens = 0 evals averaged)."""
   try:
-    with open(path, newline='') as f:
+    with open(path, newline='', encoding='utf-8-sig') as f:
       reader = csv.DictReader(f)
       header = [h.strip() for h in (reader.fieldnames or [])]
       raw = [{(k or '').strip(): v for k, v in r.items()} for r in reader]
   except OSError as e:
     raise FitError(f'{path}: cannot read ({e.strerror})') from None
+  except UnicodeDecodeError:
+    raise FitError(f'{path}: not UTF-8 text; save the CSV as UTF-8') from None
   missing = [c for c in COLUMNS if c not in header and c not in OPTIONAL]
   if missing:
     raise FitError(f'{path}: missing column(s) {missing}; need {",".join(COLUMNS)} '
-                   '(seed optional)')
+                   f'(seed optional){_header_hint(path, header)}')
   if not raw:
     raise FitError(f'{path}: no data rows')
   base, evals = {}, {}
@@ -58,6 +81,8 @@ def read(path) -> dict:
     if tok < 0:
       raise FitError(f'{path}:{i}: tokens must be >= 0, got {tok:g}')
     n = _float(path, i, 'n_params', r.get('n_params'))
+    if n <= 0:
+      raise FitError(f'{path}:{i}: n_params must be a positive parameter count, got {n:g}')
     g = _float(path, i, 'general_loss', r.get('general_loss'))
     d = _float(path, i, 'domain_loss', r.get('domain_loss'))
     if tok == 0:
@@ -66,8 +91,7 @@ def read(path) -> dict:
     ratio = _float(path, i, 'ratio', r.get('ratio'))
     if not 0 <= ratio <= 1:
       raise FitError(f'{path}:{i}: ratio must lie in [0, 1], got {ratio:g}')
-    seed = int(_float(path, i, 'seed', r.get('seed'), allow_empty=True)
-               if 'seed' in header and str(r.get('seed') or '').strip() else 0)
+    seed = _seed(path, i, r.get('seed'))
     evals.setdefault((size, ratio, seed), []).append((tok, n, g, d))
   sizes = sorted({k[0] for k in evals})
   if not sizes:

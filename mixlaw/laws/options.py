@@ -115,7 +115,12 @@ class FitOptions:
     for name in ('n_boot', 'seed'):
       v = getattr(self, name)
       check(count(v, 0), f'{name} must be an integer >= 0, got {v!r}')
-    check(0 < self.ci_level < 1, f'ci_level must lie in (0, 1), got {self.ci_level!r}')
+    check(pos(self.ci_level) and self.ci_level < 1,
+          f'ci_level must lie in (0, 1), got {self.ci_level!r}')
+    for f in dataclasses.fields(self):
+      if f.type == 'bool':  # 'false' or 0 must not pass as a setting.
+        check(isinstance(getattr(self, f.name), bool),
+              f'{f.name} must be true or false, got {getattr(self, f.name)!r}')
     check(pos(self.huber_c), f'huber_c must be positive, got {self.huber_c!r}')
     check(self.warmup_steps == 'auto' or count(self.warmup_steps, 0),
           f'warmup_steps must be "auto" or an integer >= 0, got {self.warmup_steps!r}')
