@@ -476,8 +476,9 @@ def _main(argv: list[str]) -> int:
   t0 = time.time()
   try:
     if args.command in TRAINING_COMMANDS:  # Multi-process JAX starts before any JAX call.
-      from mixlaw import distributed
-      distributed.start(gin_files, gin_bindings)
+      from mixlaw import config, distributed, ginsetup
+      ginsetup.setup(gin_files, gin_bindings)
+      distributed.initialize(config.MeshConfig().distributed)
     rc = COMMANDS[args.command](args, gin_files, gin_bindings)
   except Exception as e:  # One clear line for user errors; tracebacks for bugs.
     message = _user_message(e)

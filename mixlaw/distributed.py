@@ -43,16 +43,13 @@ def settings(enabled: bool, environ=None) -> dict | None:
   return kwargs
 
 
-def initialize(enabled: bool | None = None, environ=None) -> bool:
+def initialize(enabled: bool = False, environ=None) -> bool:
   """Starts multi-process JAX if configured (idempotent); returns whether it is on.
 
-  enabled: None reads gin's `MeshConfig.distributed`.
+  enabled: `MeshConfig.distributed` (the environment's coordinator variables also turn it on).
   """
   if jax.distributed.is_initialized():
     return True
-  if enabled is None:
-    from mixlaw import config
-    enabled = config.MeshConfig().distributed
   kwargs = settings(enabled, environ)
   if kwargs is None:
     return False
@@ -63,13 +60,6 @@ def initialize(enabled: bool | None = None, environ=None) -> bool:
                            'JAX call: the mixlaw CLI calls it first, a library user calls '
                            'mixlaw.distributed.initialize() first') from None
   return True
-
-
-def start(gin_files: list[str], gin_bindings: list[str]) -> bool:
-  """The CLI's first step for a training command: gin, then `initialize`."""
-  from mixlaw import ginsetup
-  ginsetup.setup(gin_files, gin_bindings)
-  return initialize()
 
 
 def is_lead() -> bool:
