@@ -201,14 +201,17 @@ def _write(tmp_path, table, extra=()):
   return rows
 
 
-def test_write_fits_reads_through_results_and_keeps_the_last_row(tmp_path, table, fits):
+def test_write_fits_reads_through_results_one_row_per_key(tmp_path, table, fits):
   rows = _write(tmp_path, table)
   stale = [dict(r, domain_loss=r['domain_loss'] + 1.0) for r in rows[::7]]
-  _write(tmp_path, table, stale)
+  _write(tmp_path, table, stale)  # One key, two losses: refused (issue 26), not resolved.
+  with pytest.raises(errors.MixlawError, match='with other losses'):
+    fitting.write_fits(str(tmp_path), **FIXTURE)
+  _write(tmp_path, table, rows[::7])  # Rows repeated whole collapse to one.
   out = fitting.write_fits(str(tmp_path), **FIXTURE)
   on_disk = json.loads((tmp_path / 'fits.json').read_text())
   assert on_disk == out
-  assert out['curves'] == json.loads(json.dumps(fits))['curves']  # stale rows dropped; seeded
+  assert out['curves'] == json.loads(json.dumps(fits))['curves']  # repeats dropped; seeded
   with pytest.raises(L.FitError, match='results.jsonl'):
     fitting.write_fits(str(tmp_path / 'nowhere'))
 
