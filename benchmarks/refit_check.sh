@@ -24,10 +24,13 @@ RES=$REPO/experiments/results
 mkdir -p "$OUT"
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/refit/jax_cache}
 
+# -P and the scratch directory as cwd: only $SRC's mixlaw is importable (python -c would put the
+# cwd first on sys.path, so from the repository it would fit with the working tree instead).
 fit() {  # fit WORKDIR FLAGS...
   local t0=$SECONDS
-  PYTHONPATH=$SRC nice -n 10 "$PY" -c 'import sys; from mixlaw.cli import main; sys.exit(main())' \
-    fit --workdir "$@" > "$OUT/log.$(echo "$1" | tr / _)" 2>&1
+  (cd "$OUT" && PYTHONPATH=$SRC nice -n 10 "$PY" -P -c \
+    'import sys, mixlaw; print(mixlaw.__file__); from mixlaw.cli import main; sys.exit(main())' \
+    fit --workdir "$@" > "$OUT/log.$(echo "$1" | tr / _)" 2>&1)
   echo "fit $* : $((SECONDS - t0)) s, load $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
@@ -39,6 +42,7 @@ copy() {  # copy NAME: the committed workdir under $OUT (once).
 
 check() {  # check NAME REL: cmp the refit with the committed fits.json.
   if cmp "$OUT/$2/fits.json" "$RES/$2/fits.json"; then echo "IDENTICAL $1"; else echo "DIFFERS $1"; fi
+  head -1 "$OUT/log.$(echo "$OUT/$2" | tr / _)"  # the mixlaw that was fitted with
 }
 
 for name in "$@"; do
@@ -61,8 +65,9 @@ table = synth.table(sizes=sizes, ratios=(0.125, 0.25, 0.5, 0.75, 1.0), n_points=
 fits = laws.fit_table(table, n_boot=8, seed=0, budget_fractions=(0.55, 0.7, 0.85, 1.0),
                       lfo_fractions=(0.55,), growth_fraction=0.55, predict_fraction=0.55)
 json.dump(fits, open(sys.argv[1], "w"), indent=1, allow_nan=False)'
-      [ -f "$OUT/synth.ref.json" ] || PYTHONPATH=$REF nice -n 10 "$PY" -c "$code" "$OUT/synth.ref.json"
-      PYTHONPATH=$SRC nice -n 10 "$PY" -c "$code" "$OUT/synth.json"
+      [ -f "$OUT/synth.ref.json" ] || (cd "$OUT" && PYTHONPATH=$REF nice -n 10 "$PY" -P -c "$code" \
+        "$OUT/synth.ref.json")
+      (cd "$OUT" && PYTHONPATH=$SRC nice -n 10 "$PY" -P -c "$code" "$OUT/synth.json")
       if cmp "$OUT/synth.json" "$OUT/synth.ref.json"; then echo "IDENTICAL synth"; else echo "DIFFERS synth"; fi ;;
     *) echo "unknown name $name" >&2; exit 2 ;;
   esac
