@@ -210,6 +210,7 @@ def test_write_fits_reads_through_results_one_row_per_key(tmp_path, table, fits)
   _write(tmp_path, table, rows[::7])  # Rows repeated whole collapse to one.
   out = fitting.write_fits(str(tmp_path), **FIXTURE)
   on_disk = json.loads((tmp_path / 'fits.json').read_text())
+  assert len(on_disk.pop('results_sha256')) == 64  # What the fits were fitted from (issue 26).
   assert on_disk == out
   assert out['curves'] == json.loads(json.dumps(fits))['curves']  # repeats dropped; seeded
   with pytest.raises(L.FitError, match='results.jsonl'):
